@@ -1,0 +1,217 @@
+//! `vidne bench append`: the append path against a baseline measured in the same run.
+//!
+//! The baseline writes the very canonical rows the ledger just stored into
+//! `bench_baseline`, a table with the same columns and indexes but no chain: one
+//! connection, one transaction per `appenders` rows (the largest group the ledger can
+//! form), the same durability. The ratio is what chaining and group commit cost.
+
+use std::time::Instant;
+
+use futures::TryStreamExt;
+use serde_json::json;
+use sqlx::{Executor, QueryBuilder, Sqlite};
+
+use crate::db::{self, DatabaseUrl, Db};
+use crate::ledger::{Ledger, LedgerOptions, NewEvent, Reader, StoredRow};
+use crate::record::{Actor, Event, EventType, Payload, SchemaVersion, StreamId};
+use crate::verify;
+
+pub async fn append(url: &DatabaseUrl, records: u64, appenders: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        records > 0 && appenders > 0,
+        "--records and --appenders must be at least 1"
+    );
+    db::create_if_missing(url).await?;
+    let read_db = db::open(url, "vidne-bench", 4).await?;
+    let reader = Reader::new(read_db.clone());
+    let first_seq = reader.head().await?.next_seq;
+    let run = format!("{:x}", chrono::Utc::now().timestamp_micros());
+    let events = bench_events(&run, records, appenders)?;
+    let payload_bytes = events[0][0].event.data.canonical().len();
+    println!(
+        "vidne bench append: {url} ({}), {records} records, {appenders} appenders, {payload_bytes}-byte payloads, ledger at seq {first_seq}",
+        transport(url)
+    );
+
+    let ledger = Ledger::start(
+        Db::connect(url, "vidne-writer", 1).await?,
+        LedgerOptions::default(),
+    );
+    let started = Instant::now();
+    let tasks: Vec<_> = events
+        .into_iter()
+        .map(|stream| {
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                for event in stream {
+                    ledger.append(vec![event]).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let ledger_secs = started.elapsed().as_secs_f64();
+    let stats = ledger.stats();
+    ledger.close().await;
+    let ledger_rate = records as f64 / ledger_secs;
+    println!(
+        "  ledger append (chained, group commit): {:>10.0} records/s  ({records} in {ledger_secs:.2} s; {} groups, mean {:.0} records)",
+        ledger_rate,
+        stats.groups,
+        stats.records as f64 / stats.groups.max(1) as f64
+    );
+
+    let rows: Vec<StoredRow> = reader
+        .chunks(first_seq, first_seq + records - 1, 10_000)
+        .try_concat()
+        .await?;
+    anyhow::ensure!(
+        rows.len() as u64 == records,
+        "read back {} of {records} records",
+        rows.len()
+    );
+    let baseline_secs = baseline(&read_db, &rows, appenders as usize).await?;
+    let baseline_rate = records as f64 / baseline_secs;
+    println!(
+        "  baseline (plain INSERT, unchained):    {:>10.0} records/s  ({records} in {baseline_secs:.2} s; {} rows per transaction)",
+        baseline_rate, appenders
+    );
+    println!(
+        "  ratio ledger / baseline: {:.2}",
+        ledger_rate / baseline_rate
+    );
+    drop(rows);
+
+    let started = Instant::now();
+    let report = verify::verify(&reader, &verify::Options::default(), &mut |_| {}).await?;
+    let verify_secs = started.elapsed().as_secs_f64();
+    println!(
+        "  vidne verify (whole ledger):           {:>10.0} records/s  ({} in {verify_secs:.2} s)",
+        report.records as f64 / verify_secs,
+        report.records
+    );
+    read_db.close().await;
+    Ok(())
+}
+
+/// One list of events per appender, each on a stream of its own with consecutive
+/// `stream_seq`s; a payload shaped like a MitID login event.
+fn bench_events(run: &str, records: u64, appenders: u32) -> anyhow::Result<Vec<Vec<NewEvent>>> {
+    let event_type = EventType::parse("login.completed")?;
+    let actor = Actor::parse("broker:bench")?;
+    let version = SchemaVersion::parse(1)?;
+    (0..u64::from(appenders))
+        .map(|a| {
+            let count =
+                records / u64::from(appenders) + u64::from(a < records % u64::from(appenders));
+            let stream = StreamId::parse(format!("session:bench-{run}-{a}"))?;
+            (1..=count)
+                .map(|k| {
+                    let data = json!({
+                        "transaction_id": format!("{run}-{a:04}-{k:08}"),
+                        "client_id": format!("sp-bench-{:02}", a % 16),
+                        "environment": "PROD",
+                        "idp": "mitid",
+                        "identity_type": "private",
+                        "loa": "https://data.gov.dk/concept/core/nsis/loa/Substantial",
+                        "amr": ["mitid.code_app"],
+                        "mitid.uuid": format!("7f0c1e2d-{a:04x}-4c3b-9a8e-{k:012x}"),
+                        "attempt": k,
+                    });
+                    Ok(NewEvent {
+                        stream_seq: k,
+                        event: Event {
+                            stream: stream.clone(),
+                            event_type: event_type.clone(),
+                            version,
+                            actor: actor.clone(),
+                            data: Payload::parse(&data)?,
+                        },
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn transport(url: &DatabaseUrl) -> String {
+    match url {
+        DatabaseUrl::Sqlite(_) => "SQLite WAL, synchronous=FULL".into(),
+        DatabaseUrl::Postgres(s) => {
+            let mode = s
+                .split(['?', '&'])
+                .find_map(|kv| kv.strip_prefix("sslmode="))
+                .unwrap_or("prefer, sqlx's default: TLS when the server offers it");
+            format!("PostgreSQL, synchronous_commit as the server sets it, sslmode={mode}")
+        }
+    }
+}
+
+/// Inserts `rows` into a fresh `bench_baseline`, `per_tx` rows per committed transaction,
+/// and returns the seconds it took.
+async fn baseline(db: &Db, rows: &[StoredRow], per_tx: usize) -> anyhow::Result<f64> {
+    match db {
+        Db::Postgres(p) => {
+            p.execute(
+                "DROP TABLE IF EXISTS bench_baseline; \
+                 CREATE TABLE bench_baseline (LIKE ledger_records INCLUDING INDEXES)",
+            )
+            .await?;
+            let mut conn = p.acquire().await?;
+            let started = Instant::now();
+            for batch in rows.chunks(per_tx) {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                sqlx::query(
+                    "INSERT INTO bench_baseline (seq, stream, stream_seq, event_type, time_us, canonical, hash) \
+                     SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::text[], $5::int8[], $6::bytea[], $7::bytea[])",
+                )
+                .bind(batch.iter().map(|r| r.seq).collect::<Vec<_>>())
+                .bind(batch.iter().map(|r| r.stream.as_str()).collect::<Vec<_>>())
+                .bind(batch.iter().map(|r| r.stream_seq).collect::<Vec<_>>())
+                .bind(batch.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>())
+                .bind(batch.iter().map(|r| r.time_us).collect::<Vec<_>>())
+                .bind(batch.iter().map(|r| r.canonical.as_slice()).collect::<Vec<_>>())
+                .bind(batch.iter().map(|r| r.hash.as_slice()).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+            }
+            Ok(started.elapsed().as_secs_f64())
+        }
+        Db::Sqlite(p) => {
+            p.execute(
+                "DROP TABLE IF EXISTS bench_baseline; \
+                 CREATE TABLE bench_baseline (seq INTEGER PRIMARY KEY, stream TEXT NOT NULL, \
+                 stream_seq INTEGER NOT NULL, event_type TEXT NOT NULL, time_us INTEGER NOT NULL, \
+                 canonical BLOB NOT NULL, hash BLOB NOT NULL) STRICT; \
+                 CREATE UNIQUE INDEX bench_baseline_stream ON bench_baseline (stream, stream_seq)",
+            )
+            .await?;
+            let mut conn = p.acquire().await?;
+            let started = Instant::now();
+            for batch in rows.chunks(per_tx) {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                for chunk in batch.chunks(100) {
+                    let mut q = QueryBuilder::<Sqlite>::new(
+                        "INSERT INTO bench_baseline (seq, stream, stream_seq, event_type, time_us, canonical, hash) ",
+                    );
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.seq)
+                            .push_bind(r.stream.as_str())
+                            .push_bind(r.stream_seq)
+                            .push_bind(r.event_type.as_str())
+                            .push_bind(r.time_us)
+                            .push_bind(r.canonical.as_slice())
+                            .push_bind(r.hash.as_slice());
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+            Ok(started.elapsed().as_secs_f64())
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The `vidne` command line. Every setting is a flag, then an environment variable, then
+//! a default; `vidne --help` and `vidne <command> --help` list them all.
+
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::db::{self, DatabaseUrl};
+use crate::http::{Application, ServeConfig};
+use crate::ledger::Reader;
+use crate::verify::{self, VerifyError};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vidne",
+    version,
+    about = "Vidne: the hash-chained audit ledger for eID brokers"
+)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax, e.g. `info,sqlx=warn`).
+    #[arg(
+        long,
+        env = "VIDNE_LOG",
+        default_value = "info,sqlx=warn",
+        global = true
+    )]
+    pub log: String,
+    /// Log format on stderr.
+    #[arg(long, env = "VIDNE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseArg {
+    /// `sqlite://PATH` (embedded, the default) or `postgres://USER@HOST/DB`.
+    #[arg(
+        long = "database",
+        env = "DATABASE_URL",
+        default_value = "sqlite://vidne.db"
+    )]
+    pub url: DatabaseUrl,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP service (migrates the database first).
+    Serve {
+        #[command(flatten)]
+        database: DatabaseArg,
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, env = "VIDNE_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Connections in the read pool (the writer keeps one more of its own).
+        #[arg(long, env = "VIDNE_READ_CONNECTIONS", default_value_t = 8)]
+        read_connections: u32,
+        /// Largest JSON request body, in bytes.
+        #[arg(long, env = "VIDNE_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+        max_body_bytes: usize,
+    },
+    /// Apply the database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// Recompute every record's canonical bytes, hash and chain link. Exits 1 naming the
+    /// first bad seq, 2 if the ledger cannot be read.
+    Verify {
+        #[command(flatten)]
+        database: DatabaseArg,
+        /// First seq to check (its predecessor's hash is recomputed to check the link).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Last seq to check; without it, up to the chain head, which is checked too.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Print the result as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Append N records from C concurrent appenders through the real append path, then
+    /// the same rows as plain batched INSERTs into an unchained table, and print both
+    /// rates, their ratio, and `vidne verify`'s rate over the ledger.
+    Append {
+        /// The database to write into; created if missing. Use a scratch database.
+        #[arg(long, env = "DATABASE_URL")]
+        database: DatabaseUrl,
+        #[arg(long, default_value_t = 100_000)]
+        records: u64,
+        #[arg(long, default_value_t = 256)]
+        appenders: u32,
+    },
+}
+
+/// Runs the parsed command; the `u8` is the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Serve {
+            database,
+            listen,
+            read_connections,
+            max_body_bytes,
+        } => {
+            let app = Application::build(ServeConfig {
+                database: database.url.clone(),
+                listen: listen.clone(),
+                read_connections,
+                max_body_bytes,
+            })
+            .await?;
+            tracing::info!(database = %database.url, port = app.port(), "vidne serving on {listen}");
+            app.run_until_stopped().await?;
+            Ok(0)
+        }
+        Command::Migrate { database } => {
+            db::create_if_missing(&database.url).await?;
+            db::open(&database.url, "vidne-migrate", 1)
+                .await?
+                .close()
+                .await;
+            eprintln!("migrated {}", database.url);
+            Ok(0)
+        }
+        Command::Verify {
+            database,
+            from,
+            to,
+            json,
+        } => run_verify(&database.url, from, to, json).await,
+        Command::Bench(BenchCommand::Append {
+            database,
+            records,
+            appenders,
+        }) => {
+            crate::bench::append(&database, records, appenders).await?;
+            Ok(0)
+        }
+    }
+}
+
+async fn run_verify(
+    url: &DatabaseUrl,
+    from: u64,
+    to: Option<u64>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    // Opens without migrating: verifying must not change the database it checks.
+    let db = db::Db::connect(url, "vidne-verify", 2).await?;
+    let reader = Reader::new(db.clone());
+    let total = match to {
+        Some(t) => t.saturating_sub(from) + 1,
+        None => reader.head().await?.next_seq.saturating_sub(from),
+    };
+    let bar = if std::io::stderr().is_terminal() && !json {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} records  {per_sec}  eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let options = verify::Options {
+        from,
+        to,
+        ..verify::Options::default()
+    };
+    let started = Instant::now();
+    let result = verify::verify(&reader, &options, &mut |n| bar.set_position(n)).await;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    db.close().await;
+    match result {
+        Ok(report) => {
+            let rate = report.records as f64 / secs.max(1e-9);
+            if json {
+                let mut v = serde_json::to_value(&report)?;
+                v["ok"] = true.into();
+                v["seconds"] = serde_json::json!((secs * 1000.0).round() / 1000.0);
+                println!("{v}");
+            } else {
+                match report.to {
+                    Some(last) => println!(
+                        "ok: {} records verified (seq {}..={}), last hash {}, {:.0} records/s",
+                        report.records,
+                        report.from,
+                        last,
+                        report.last_hash.as_deref().unwrap_or("-"),
+                        rate
+                    ),
+                    None => println!("ok: no records in range (seq {} onward)", report.from),
+                }
+            }
+            Ok(0)
+        }
+        Err(VerifyError::Failed(f)) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "seq": f.seq, "reason": f.reason})
+                );
+            } else {
+                println!("FAILED at seq {}: {}", f.seq, f.reason);
+            }
+            Ok(1)
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": e.to_string()})
+                );
+            } else {
+                eprintln!("error: {e}");
+            }
+            Ok(2)
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The API's one error type and its one mapping to HTTP: every error body is
+//! `{"error", "error_description", "field"?}`.
+
+use actix_web::http::StatusCode;
+use actix_web::{error, HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::ledger::AppendError;
+use crate::record::FieldError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{description}")]
+    BadRequest {
+        code: &'static str,
+        description: String,
+        field: Option<String>,
+    },
+    #[error("no such resource")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("payload too large")]
+    TooLarge,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    error_description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError::BadRequest {
+            code: "invalid_request",
+            description: e.reason,
+            field: Some(e.field),
+        }
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::Invalid(f) => f.into(),
+            e @ AppendError::Conflict { .. } => ApiError::Conflict(e.to_string()),
+            e @ (AppendError::Unavailable(_) | AppendError::CommitUnknown(_)) => {
+                ApiError::Unavailable(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (code, field) = match self {
+            ApiError::BadRequest { code, field, .. } => (*code, field.as_deref()),
+            ApiError::NotFound => ("not_found", None),
+            ApiError::Conflict(_) => ("conflict", None),
+            ApiError::TooLarge => ("payload_too_large", None),
+            ApiError::Unavailable(_) => ("unavailable", None),
+            ApiError::Internal(e) => {
+                // The cause goes to the log, never to the caller.
+                tracing::error!(error = ?e, "internal error");
+                ("internal_error", None)
+            }
+        };
+        HttpResponse::build(self.status_code()).json(Body {
+            error: code,
+            error_description: self.to_string(),
+            field,
+        })
+    }
+}
+
+fn bad_request(code: &'static str, description: String) -> ApiError {
+    ApiError::BadRequest {
+        code,
+        description,
+        field: None,
+    }
+}
+
+pub(super) fn json_error(err: error::JsonPayloadError, _: &HttpRequest) -> error::Error {
+    match err {
+        error::JsonPayloadError::Overflow { .. }
+        | error::JsonPayloadError::OverflowKnownLength { .. } => ApiError::TooLarge.into(),
+        error::JsonPayloadError::ContentType => bad_request(
+            "invalid_request",
+            "Content-Type must be application/json".into(),
+        )
+        .into(),
+        error::JsonPayloadError::Deserialize(e) => {
+            bad_request("invalid_request", format!("malformed JSON body: {e}")).into()
+        }
+        e => bad_request("invalid_request", format!("unreadable body: {e}")).into(),
+    }
+}
+
+pub(super) fn path_error(err: error::PathError, _: &HttpRequest) -> error::Error {
+    bad_request("invalid_request", format!("invalid path: {err}")).into()
+}
+
+pub(super) fn query_error(err: error::QueryPayloadError, _: &HttpRequest) -> error::Error {
+    bad_request("invalid_request", format!("invalid query: {err}")).into()
+}
+
+pub(super) async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}

@@ -1,0 +1,99 @@
+//! The actix-web service. [`Application::build`] connects, migrates, starts the ledger
+//! writer and binds its own listener, so tests start it on port 0 and read the port back.
+
+mod error;
+mod health;
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use tracing_actix_web::TracingLogger;
+
+use crate::db::{self, DatabaseUrl, Db};
+use crate::ledger::{Ledger, LedgerOptions, Reader};
+
+pub use error::ApiError;
+
+/// What `vidne serve` needs.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub database: DatabaseUrl,
+    pub listen: String,
+    /// Connections in the read pool (the writer has one of its own).
+    pub read_connections: u32,
+    /// Largest JSON body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub reader: Reader,
+    pub ledger: Ledger,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    ledger: Ledger,
+    pools: Vec<Db>,
+}
+
+impl Application {
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
+        let read_db = db::open(&config.database, "vidne", config.read_connections.max(1)).await?;
+        let write_db = Db::connect(&config.database, "vidne-writer", 1).await?;
+        let ledger = Ledger::start(write_db.clone(), LedgerOptions::default());
+        let state = AppState {
+            reader: Reader::new(read_db.clone()),
+            ledger: ledger.clone(),
+        };
+        let listener = TcpListener::bind(&config.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let port = listener.local_addr()?.port();
+        let max_body = config.max_body_bytes;
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(web::Data::new(state.clone()))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(max_body)
+                        .error_handler(error::json_error),
+                )
+                .app_data(web::PathConfig::default().error_handler(error::path_error))
+                .app_data(web::QueryConfig::default().error_handler(error::query_error))
+                .configure(health::routes)
+                .default_service(web::to(error::not_found))
+        })
+        .listen(listener)?
+        .run();
+        Ok(Application {
+            port,
+            server,
+            ledger,
+            pools: vec![read_db, write_db],
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT/SIGTERM (or the server handle stops it), then lets the writer
+    /// answer every queued append before the pools close.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.ledger.close().await;
+        for pool in &self.pools {
+            pool.close().await;
+        }
+        result
+    }
+
+    /// A handle that stops the server (tests, embedding).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+}

@@ -1,0 +1,15 @@
+//! Vidne: the event-sourced token and audit ledger for Nordic eID brokers.
+//!
+//! `spec` holds the byte-level primitives of `SPEC.md`; `record` the record and the
+//! newtypes its members parse into; `ledger` the append and read paths; `verify` the
+//! independent checker; `http` the service.
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod cli;
+pub mod db;
+pub mod http;
+pub mod ledger;
+pub mod record;
+pub mod spec;
+pub mod verify;

@@ -1,0 +1,375 @@
+//! The append and read paths: conformance on both backends.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use serde_json::{json, Value};
+use vidne::ledger::{AppendError, Hook, Ledger, LedgerOptions, NewEvent, Reader, Stage};
+use vidne::record::Actor;
+use vidne::spec::hash::{record_hash, Hash32};
+use vidne::verify;
+
+use crate::both_backends;
+use crate::helpers::{event, fill, Backend, TestDb};
+
+async fn verified(reader: &Reader) -> u64 {
+    verify::verify(reader, &verify::Options::default(), &mut |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("ledger does not verify: {e}"))
+        .records
+}
+
+both_backends!(
+    append_and_read_back,
+    stale_stream_seq_is_a_conflict,
+    batches_are_all_or_nothing,
+    bad_input_is_refused_naming_the_field,
+    concurrent_appenders_on_two_pools_form_one_chain,
+    error_before_commit_leaves_no_trace,
+    guard_triggers_refuse_update_and_delete,
+);
+
+async fn append_and_read_back(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (ledger, reader) = db.ledger().await;
+    let acks = ledger
+        .append(vec![
+            event("session:a", 1),
+            event("session:b", 1),
+            event("session:a", 2),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        acks.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    let more = ledger.append(vec![event("session:b", 2)]).await.unwrap();
+    assert_eq!(more[0].seq, 3);
+
+    let rows: Vec<_> = reader
+        .chunks(0, u64::MAX >> 11, 2)
+        .try_concat()
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 4);
+    let mut prev = Hash32::ZERO;
+    for (row, ack) in rows.iter().zip(acks.iter().chain(more.iter())) {
+        let record: Value = serde_json::from_slice(&row.canonical).unwrap();
+        assert_eq!(record["seq"], row.seq);
+        assert_eq!(record["prev"], prev.to_hex());
+        assert_eq!(record["actor"], "broker:neb-test-1");
+        assert_eq!(record_hash(&row.canonical), ack.hash);
+        assert_eq!(row.hash32(), Some(ack.hash));
+        prev = ack.hash;
+    }
+    let head = reader.head().await.unwrap();
+    assert_eq!((head.next_seq, head.last_hash), (4, prev));
+
+    let a: Vec<i64> = reader
+        .stream("session:a", 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(a, vec![0, 2]);
+    let b: Vec<i64> = reader
+        .stream("session:b", 1, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.stream_seq)
+        .collect();
+    assert_eq!(b, vec![2]);
+    assert_eq!(reader.get(3).await.unwrap().unwrap().stream, "session:b");
+    assert!(reader.get(4).await.unwrap().is_none());
+    assert_eq!(verified(&reader).await, 4);
+}
+
+async fn stale_stream_seq_is_a_conflict(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (ledger, reader) = db.ledger().await;
+    ledger.append(vec![event("session:a", 1)]).await.unwrap();
+    for stale in [1, 3] {
+        match ledger.append(vec![event("session:a", stale)]).await {
+            Err(AppendError::Conflict {
+                stream,
+                expected,
+                actual,
+            }) => {
+                assert_eq!((stream.as_str(), expected, actual), ("session:a", stale, 1));
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+    // A new stream must start at 1.
+    assert!(matches!(
+        ledger.append(vec![event("session:new", 2)]).await,
+        Err(AppendError::Conflict { actual: 0, .. })
+    ));
+    assert_eq!(reader.count().await.unwrap(), 1);
+    assert_eq!(
+        ledger.append(vec![event("session:a", 2)]).await.unwrap()[0].seq,
+        1
+    );
+}
+
+async fn batches_are_all_or_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (ledger, reader) = db.ledger().await;
+    ledger.append(vec![event("session:a", 1)]).await.unwrap();
+    // The first event is fine, the second is stale: neither is appended.
+    let result = ledger
+        .append(vec![event("session:b", 1), event("session:a", 1)])
+        .await;
+    assert!(
+        matches!(result, Err(AppendError::Conflict { .. })),
+        "{result:?}"
+    );
+    assert_eq!(reader.count().await.unwrap(), 1);
+    assert!(reader.stream("session:b", 0, 10).await.unwrap().is_empty());
+    // Non-consecutive positions within one stream are refused before reaching the writer.
+    let result = ledger
+        .append(vec![event("session:c", 1), event("session:c", 3)])
+        .await;
+    match result {
+        Err(AppendError::Invalid(f)) => assert_eq!(f.field, "events/1/stream_seq"),
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    assert!(matches!(
+        ledger.append(vec![]).await,
+        Err(AppendError::Invalid(_))
+    ));
+    assert_eq!(reader.count().await.unwrap(), 1);
+    assert_eq!(
+        ledger.append(vec![event("session:b", 1)]).await.unwrap()[0].seq,
+        1
+    );
+    assert_eq!(verified(&reader).await, 2);
+}
+
+async fn bad_input_is_refused_naming_the_field(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (ledger, reader) = db.ledger().await;
+    let actor = Actor::parse("broker:neb-test-1").unwrap();
+    let good = json!({"stream": "session:x", "stream_seq": 1, "type": "login.completed", "version": 1, "data": {"a": 1}});
+    let with = |member: &str, v: Value| {
+        let mut e = good.clone();
+        e[member] = v;
+        json!([good.clone(), e])
+    };
+    let cases = [
+        (
+            with("data", json!({"amount": 12.5})),
+            "events/1/data/amount",
+            "floats",
+        ),
+        (
+            with("data", json!({"n": [9_007_199_254_740_992u64]})),
+            "events/1/data/n/0",
+            "2^53",
+        ),
+        (
+            with("data", json!({"n": -3})),
+            "events/1/data/n",
+            "negative",
+        ),
+        (with("data", json!([1, 2])), "events/1/data", "object"),
+        (with("data", json!("text")), "events/1/data", "object"),
+        (with("stream", json!("")), "events/1/stream", "<kind>:<id>"),
+        (
+            with("stream", json!("session")),
+            "events/1/stream",
+            "<kind>:<id>",
+        ),
+        (
+            with("stream", json!("Session:x y")),
+            "events/1/stream",
+            "kind",
+        ),
+        (with("stream", json!(17)), "events/1/stream", "string"),
+        (with("type", json!("")), "events/1/type", "dotted"),
+        (
+            with("type", json!("Login Completed")),
+            "events/1/type",
+            "dotted",
+        ),
+        (
+            with("stream_seq", json!(0)),
+            "events/1/stream_seq",
+            "from 1",
+        ),
+        (with("version", json!(0)), "events/1/version", "from 1"),
+        (
+            json!([good.clone(), {"stream": "session:x"}]),
+            "events/1/stream_seq",
+            "required",
+        ),
+        (json!({"not": "a list"}), "events", "array"),
+    ];
+    for (input, field, reason) in cases {
+        let err = NewEvent::list_from_json(&input, &actor).unwrap_err();
+        assert_eq!(err.field, field, "{input}");
+        assert!(err.reason.contains(reason), "{input}: {}", err.reason);
+    }
+    // A well-formed list parses and appends; nothing else was appended.
+    let events = NewEvent::list_from_json(&json!([good]), &actor).unwrap();
+    assert_eq!(reader.count().await.unwrap(), 0);
+    assert_eq!(ledger.append(events).await.unwrap()[0].seq, 0);
+}
+
+/// 500 appenders on two independent pools and writers, as two processes would be: one
+/// gapless chain that verifies, holding every acknowledged record.
+async fn concurrent_appenders_on_two_pools_form_one_chain(backend: Backend) {
+    const APPENDERS: usize = 500;
+    const EACH: u64 = 4;
+    let db = TestDb::new(backend).await;
+    let (one, reader) = db.ledger().await;
+    let (two, _) = db.ledger().await;
+    let tasks: Vec<_> = (0..APPENDERS)
+        .map(|i| {
+            let ledger: Ledger = if i % 2 == 0 { one.clone() } else { two.clone() };
+            tokio::spawn(async move {
+                let mut acks = Vec::new();
+                for k in 1..=EACH {
+                    let ack = ledger
+                        .append(vec![event(&format!("session:c{i}"), k)])
+                        .await
+                        .unwrap();
+                    acks.extend(ack);
+                }
+                acks
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    let total = APPENDERS as u64 * EACH;
+    assert_eq!(acked.len() as u64, total);
+    let seqs: HashSet<u64> = acked.iter().map(|a| a.seq).collect();
+    assert_eq!(
+        seqs.len() as u64,
+        total,
+        "every acknowledgement names its own seq"
+    );
+    assert_eq!(verified(&reader).await, total);
+    for ack in &acked {
+        let row = reader
+            .get(ack.seq)
+            .await
+            .unwrap()
+            .expect("acknowledged record is stored");
+        assert_eq!(row.hash32(), Some(ack.hash));
+    }
+    assert!(
+        one.stats().groups + two.stats().groups < total,
+        "appends were grouped"
+    );
+}
+
+/// An error after the records are inserted but before COMMIT, and (PostgreSQL) the
+/// writer's connection killed at that point: nothing stays, and the next append takes
+/// the seq the failed one would have had.
+async fn error_before_commit_leaves_no_trace(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fail = Arc::new(AtomicBool::new(false));
+    let kill = Arc::new(AtomicBool::new(false));
+    let admin = db.pool(1).await;
+    let hook: Hook = {
+        let (fail, kill, admin) = (fail.clone(), kill.clone(), admin.clone());
+        Arc::new(move |stage| {
+            assert_eq!(stage, Stage::BeforeCommit);
+            let (fail, kill, admin) = (fail.clone(), kill.clone(), admin.clone());
+            Box::pin(async move {
+                if kill.swap(false, Ordering::SeqCst) {
+                    if let vidne::db::Db::Postgres(p) = &admin {
+                        sqlx::query(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                             WHERE datname = current_database() AND application_name = 'vidne-writer'",
+                        )
+                        .execute(p)
+                        .await
+                        .unwrap();
+                    }
+                }
+                if fail.swap(false, Ordering::SeqCst) {
+                    return Err("injected failure after insert".to_owned());
+                }
+                Ok(())
+            })
+        })
+    };
+    let (ledger, reader) = db
+        .ledger_with(LedgerOptions {
+            hook: Some(hook),
+            ..LedgerOptions::default()
+        })
+        .await;
+    fill(&ledger, 3).await;
+
+    fail.store(true, Ordering::SeqCst);
+    let err = ledger
+        .append(vec![event("session:doomed", 1)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppendError::Unavailable(_)), "{err:?}");
+    assert_eq!(reader.count().await.unwrap(), 3);
+    assert_eq!(reader.head().await.unwrap().next_seq, 3);
+
+    if backend == Backend::Postgres {
+        kill.store(true, Ordering::SeqCst);
+        let err = ledger
+            .append(vec![event("session:doomed", 1)])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AppendError::CommitUnknown(_) | AppendError::Unavailable(_)
+            ),
+            "{err:?}"
+        );
+        assert_eq!(reader.count().await.unwrap(), 3);
+    }
+
+    // The writer recovers on a new connection and the chain goes on without a gap.
+    let ack = ledger
+        .append(vec![event("session:doomed", 1)])
+        .await
+        .unwrap();
+    assert_eq!(ack[0].seq, 3);
+    assert_eq!(verified(&reader).await, 4);
+}
+
+async fn guard_triggers_refuse_update_and_delete(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (ledger, reader) = db.ledger().await;
+    fill(&ledger, 2).await;
+    let mut statements = vec![
+        "UPDATE ledger_records SET stream = 'session:x' WHERE seq = 0",
+        "DELETE FROM ledger_records WHERE seq = 1",
+        "DELETE FROM ledger_records",
+        "UPDATE ledger_head SET next_seq = 0",
+        "DELETE FROM ledger_head",
+    ];
+    if backend == Backend::Postgres {
+        statements.push("TRUNCATE ledger_records");
+    }
+    for sql in statements {
+        let err = match reader.db() {
+            vidne::db::Db::Postgres(p) => sqlx::query(sql).execute(p).await.unwrap_err(),
+            vidne::db::Db::Sqlite(p) => sqlx::query(sql).execute(p).await.unwrap_err(),
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.contains("append-only") || msg.contains("may not move back"),
+            "{sql}: {msg}"
+        );
+    }
+    assert_eq!(verified(&reader).await, 2);
+}

@@ -1,0 +1,9 @@
+//! All integration tests, in one binary: every ledger test runs against a fresh
+//! PostgreSQL database and a fresh SQLite file.
+
+mod helpers;
+
+mod append;
+mod fixture;
+mod service;
+mod tamper;
