@@ -4,7 +4,9 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::{json, Value};
 use std::hint::black_box;
-use vidne::record::{Actor, Event, EventType, Payload, Record, SchemaVersion, StreamId};
+use vidne::record::{
+    Actor, Event, EventType, Payload, Record, RecordTime, SchemaVersion, StreamId,
+};
 use vidne::spec::canonical;
 use vidne::spec::hash::{record_hash, Hash32};
 
@@ -27,7 +29,8 @@ fn event() -> Event {
 fn bench(c: &mut Criterion) {
     let ev = event();
     let prev = record_hash(b"prev");
-    let record = Record::new(41, &prev, 1_795_253_400_000_000, 42, &ev).unwrap();
+    let time = RecordTime::from_micros(1_795_253_400_000_000).unwrap();
+    let record = Record::new(41, &prev, &time, 42, &ev).unwrap();
     let bytes = record.canonical().to_vec();
     let mut g = c.benchmark_group("record");
     g.throughput(Throughput::Elements(1));
@@ -35,9 +38,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(record_hash(black_box(&bytes))))
     });
     g.bench_function("seal: Record::new (bytes + hash)", |b| {
-        b.iter(|| {
-            black_box(Record::new(41, &prev, 1_795_253_400_000_000, 42, black_box(&ev)).unwrap())
-        })
+        b.iter(|| black_box(Record::new(41, &prev, &time, 42, black_box(&ev)).unwrap()))
     });
     g.bench_function("verify: parse + canonicalize + hash", |b| {
         b.iter(|| {

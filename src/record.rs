@@ -201,6 +201,30 @@ pub fn check_integer(field: &str, n: u64) -> Result<u64, FieldError> {
     Ok(n)
 }
 
+/// A record's `time`: microseconds since the epoch and their SPEC text (RFC 3339, UTC,
+/// 6 fractional digits), formatted once for a whole commit group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordTime {
+    micros: i64,
+    text: String,
+}
+
+impl RecordTime {
+    pub fn from_micros(micros: i64) -> Result<RecordTime, FieldError> {
+        let text = crate::spec::time::format_micros(micros)
+            .ok_or_else(|| FieldError::new("time", "out of range"))?;
+        Ok(RecordTime { micros, text })
+    }
+
+    pub fn micros(&self) -> i64 {
+        self.micros
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
 /// The members of a record other than those the ledger assigns (`seq`, `prev`, `time`).
 #[derive(Clone, Debug)]
 pub struct Event {
@@ -230,14 +254,12 @@ impl Record {
     pub fn new(
         seq: u64,
         prev: &Hash32,
-        time_micros: i64,
+        time: &RecordTime,
         stream_seq: u64,
         event: &Event,
     ) -> Result<Record, FieldError> {
         check_integer("seq", seq)?;
         check_integer("stream_seq", stream_seq)?;
-        let time = crate::spec::time::format_micros(time_micros)
-            .ok_or_else(|| FieldError::new("time", "out of range"))?;
         let data = event.data.canonical();
         let mut out = Vec::with_capacity(data.len() + 256);
         // Members in RFC 8785 order: actor, data, prev, seq, stream, stream_seq, time, type, version.
@@ -254,7 +276,7 @@ impl Record {
         out.extend_from_slice(b",\"stream_seq\":");
         write_u64(&mut out, stream_seq);
         out.extend_from_slice(b",\"time\":");
-        write_str(&mut out, &time);
+        write_str(&mut out, time.as_str());
         out.extend_from_slice(b",\"type\":");
         write_str(&mut out, event.event_type.as_str());
         out.extend_from_slice(b",\"version\":");
@@ -266,7 +288,7 @@ impl Record {
             stream: event.stream.clone(),
             stream_seq,
             event_type: event.event_type.clone(),
-            time_micros,
+            time_micros: time.micros(),
             canonical: out,
             hash,
         })
@@ -332,7 +354,8 @@ mod tests {
     fn constructor_bytes_are_the_canonical_form() {
         let ev = event("session:0f8a", json!({"z": 1, "idp": "mitid", "ä": ["\n"]}));
         let prev = record_hash(b"previous");
-        let r = Record::new(7, &prev, 1_795_253_400_000_001, 3, &ev).unwrap();
+        let time = RecordTime::from_micros(1_795_253_400_000_001).unwrap();
+        let r = Record::new(7, &prev, &time, 3, &ev).unwrap();
         let as_value = json!({
             "seq": 7, "prev": prev.to_hex(), "time": "2026-11-21T09:30:00.000001Z",
             "stream": "session:0f8a", "stream_seq": 3, "type": "login.completed",

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::{AppendBatch, AppendError, Appended};
-use crate::record::{Record, StreamId};
+use crate::record::{Record, RecordTime, StreamId};
 use crate::spec::hash::Hash32;
 
 /// The end of the chain: what the next record's `seq`, `prev` and earliest `time` are.
@@ -31,6 +31,8 @@ pub struct Sealed {
     pub records: Vec<Record>,
     pub outcomes: Vec<Result<Vec<Appended>, AppendError>>,
     pub head: Head,
+    /// The last `stream_seq` of every stream the group touched, after it.
+    pub streams: HashMap<StreamId, u64>,
 }
 
 /// Assigns `seq`, `prev` and `time` to every batch whose expected stream positions hold,
@@ -42,7 +44,19 @@ pub fn seal(
     batches: &[&AppendBatch],
     now_micros: i64,
 ) -> Sealed {
-    let time = now_micros.max(head.last_time_micros);
+    let micros = now_micros.max(head.last_time_micros);
+    let time = match RecordTime::from_micros(micros) {
+        Ok(time) => time,
+        Err(e) => {
+            let refuse = || Err(AppendError::Unavailable(format!("clock out of range: {e}")));
+            return Sealed {
+                records: Vec::new(),
+                outcomes: batches.iter().map(|_| refuse()).collect(),
+                head,
+                streams,
+            };
+        }
+    };
     let mut head = head;
     let mut records = Vec::new();
     let mut outcomes = Vec::with_capacity(batches.len());
@@ -58,7 +72,7 @@ pub fn seal(
             match Record::new(
                 head.next_seq,
                 &head.last_hash,
-                time,
+                &time,
                 new.stream_seq,
                 &new.event,
             ) {
@@ -67,7 +81,7 @@ pub fn seal(
                         seq: record.seq(),
                         hash: record.hash(),
                         stream_seq: new.stream_seq,
-                        time_micros: time,
+                        time_micros: micros,
                     });
                     head.next_seq += 1;
                     head.last_hash = record.hash();
@@ -90,7 +104,7 @@ pub fn seal(
                 for new in batch.events() {
                     streams.insert(new.event.stream.clone(), new.stream_seq);
                 }
-                head.last_time_micros = time;
+                head.last_time_micros = micros;
                 records.extend(sealed);
                 outcomes.push(Ok(appended));
             }
@@ -100,6 +114,7 @@ pub fn seal(
         records,
         outcomes,
         head,
+        streams,
     }
 }
 

@@ -29,31 +29,66 @@ pub(super) trait ChainStore: Clone + Send + Sync + 'static {
         streams: &[StreamId],
     ) -> impl Future<Output = Result<HashMap<StreamId, u64>, sqlx::Error>> + Send;
 
+    /// Under the lock taken by `begin_and_lock`, which read `expected`: inserts the
+    /// group's records and moves the chain head to `head`.
     fn insert(
         conn: &mut Self::Conn,
+        expected: &Head,
         records: &[Record],
-    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
-
-    fn set_head(
-        conn: &mut Self::Conn,
         head: &Head,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
     fn commit(conn: &mut Self::Conn) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// The fast path, outside any transaction: atomically moves the head from `expected`
+    /// to `head` and inserts `records`, or, if the head is no longer `expected` (another
+    /// process appended), writes nothing and returns `false`. Durable when it returns.
+    fn append_if_head(
+        conn: &mut Self::Conn,
+        expected: &Head,
+        records: &[Record],
+        head: &Head,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Closes a connection that failed mid-group instead of returning it to the pool,
     /// so its open transaction is rolled back by the server and never reused.
     fn discard(conn: Self::Conn) -> impl Future<Output = ()> + Send;
 }
 
-fn head_from_row(next_seq: i64, last_hash: &[u8], last_time_us: i64) -> Result<Head, sqlx::Error> {
-    let last_hash = Hash32::from_slice(last_hash)
+/// Where a write failed: before its commit was sent (nothing written), or with the
+/// commit in flight (outcome unknown).
+#[derive(Debug)]
+pub(super) enum StoreError {
+    Before(sqlx::Error),
+    Commit(sqlx::Error),
+}
+
+/// The connection itself failed or was ended by the server (I/O error, SQLSTATE class 08
+/// connection exception, 57P01-57P03 shutdown), as opposed to a statement refused.
+pub(super) fn is_disconnect(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
+fn head_from_row<R: Row>(row: &R) -> Result<Head, sqlx::Error>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let next_seq: i64 = row.try_get(0)?;
+    let last_hash = Hash32::from_slice(row.try_get::<&[u8], _>(1)?)
         .ok_or_else(|| sqlx::Error::Protocol("ledger_head.last_hash is not 32 bytes".into()))?;
     Ok(Head {
         next_seq: u64::try_from(next_seq)
             .map_err(|_| sqlx::Error::Protocol("ledger_head.next_seq is negative".into()))?,
         last_hash,
-        last_time_micros: last_time_us,
+        last_time_micros: row.try_get(2)?,
     })
 }
 
@@ -90,11 +125,7 @@ impl ChainStore for PgPool {
         let row = sqlx::query(&format!("{SELECT_HEAD} FOR UPDATE"))
             .fetch_one(&mut **conn)
             .await?;
-        head_from_row(
-            row.try_get(0)?,
-            row.try_get::<&[u8], _>(1)?,
-            row.try_get(2)?,
-        )
+        head_from_row(&row)
     }
 
     async fn stream_heads(
@@ -112,66 +143,90 @@ impl ChainStore for PgPool {
         heads_from_rows(rows)
     }
 
-    async fn insert(conn: &mut Self::Conn, records: &[Record]) -> Result<(), sqlx::Error> {
-        let n = records.len();
-        let (
-            mut seq,
-            mut stream,
-            mut stream_seq,
-            mut event_type,
-            mut time_us,
-            mut canonical,
-            mut hash,
-        ) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for r in records {
-            seq.push(to_i64(r.seq()));
-            stream.push(r.stream().as_str());
-            stream_seq.push(to_i64(r.stream_seq()));
-            event_type.push(r.event_type().as_str());
-            time_us.push(r.time_micros());
-            canonical.push(r.canonical());
-            hash.push(r.hash_bytes());
+    async fn insert(
+        conn: &mut Self::Conn,
+        expected: &Head,
+        records: &[Record],
+        head: &Head,
+    ) -> Result<(), sqlx::Error> {
+        // Under the lock the guard always holds; the same statement serves both paths.
+        match pg_guarded_append(conn, expected, records, head).await? {
+            true => Ok(()),
+            false => Err(sqlx::Error::Protocol(
+                "ledger_head moved while locked".into(),
+            )),
         }
-        sqlx::query(
-            "INSERT INTO ledger_records (seq, stream, stream_seq, event_type, time_us, canonical, hash) \
-             SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::text[], $5::int8[], $6::bytea[], $7::bytea[])",
-        )
-        .bind(seq)
-        .bind(stream)
-        .bind(stream_seq)
-        .bind(event_type)
-        .bind(time_us)
-        .bind(canonical)
-        .bind(hash)
-        .execute(&mut **conn)
-        .await?;
-        Ok(())
-    }
-
-    async fn set_head(conn: &mut Self::Conn, head: &Head) -> Result<(), sqlx::Error> {
-        sqlx::query(UPDATE_HEAD)
-            .bind(to_i64(head.next_seq))
-            .bind(&head.last_hash.0[..])
-            .bind(head.last_time_micros)
-            .execute(&mut **conn)
-            .await?;
-        Ok(())
     }
 
     async fn commit(conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
         conn.execute("COMMIT").await.map(drop)
     }
 
+    async fn append_if_head(
+        conn: &mut Self::Conn,
+        expected: &Head,
+        records: &[Record],
+        head: &Head,
+    ) -> Result<bool, StoreError> {
+        pg_guarded_append(conn, expected, records, head)
+            .await
+            .map_err(|e| match e {
+                // The connection failed with the statement in flight: it may have committed.
+                e if is_disconnect(&e) => StoreError::Commit(e),
+                // The server refused the statement: it rolled back, nothing was written.
+                e @ sqlx::Error::Database(_) => StoreError::Before(e),
+                e => StoreError::Commit(e),
+            })
+    }
+
     async fn discard(conn: Self::Conn) {
         let _ = conn.close().await;
+    }
+}
+
+/// Moves the head from `expected` to `head` and inserts `records`, in one statement (so
+/// one round trip, and atomic on its own in autocommit). The guarded update takes the
+/// head row's lock; the rows are inserted only if it matched. `false`: the head was not
+/// `expected`, nothing was written.
+async fn pg_guarded_append(
+    conn: &mut PoolConnection<Postgres>,
+    expected: &Head,
+    records: &[Record],
+    head: &Head,
+) -> Result<bool, sqlx::Error> {
+    let column = |f: fn(&Record) -> i64| records.iter().map(f).collect::<Vec<i64>>();
+    let row = sqlx::query(
+        "WITH moved AS (UPDATE ledger_head SET next_seq = $1, last_hash = $2, last_time_us = $3 \
+         WHERE id = 1 AND next_seq = $11 AND last_hash = $12 RETURNING 1), \
+         inserted AS (INSERT INTO ledger_records \
+         (seq, stream, stream_seq, event_type, time_us, canonical, hash) \
+         SELECT * FROM unnest($4::int8[], $5::text[], $6::int8[], $7::text[], $8::int8[], $9::bytea[], $10::bytea[]) \
+         WHERE EXISTS (SELECT 1 FROM moved) RETURNING 1) \
+         SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM inserted)",
+    )
+    .bind(to_i64(head.next_seq))
+    .bind(&head.last_hash.0[..])
+    .bind(head.last_time_micros)
+    .bind(column(|r| to_i64(r.seq())))
+    .bind(records.iter().map(|r| r.stream().as_str()).collect::<Vec<_>>())
+    .bind(column(|r| to_i64(r.stream_seq())))
+    .bind(records.iter().map(|r| r.event_type().as_str()).collect::<Vec<_>>())
+    .bind(column(Record::time_micros))
+    .bind(records.iter().map(Record::canonical).collect::<Vec<_>>())
+    .bind(records.iter().map(Record::hash_bytes).collect::<Vec<_>>())
+    .bind(to_i64(expected.next_seq))
+    .bind(&expected.last_hash.0[..])
+    .fetch_one(&mut **conn)
+    .await?;
+    let moved: i64 = row.try_get(0)?;
+    let inserted: i64 = row.try_get(1)?;
+    match (moved, usize::try_from(inserted)) {
+        (0, _) => Ok(false),
+        (1, Ok(n)) if n == records.len() => Ok(true),
+        _ => Err(sqlx::Error::Protocol(format!(
+            "guarded append moved {moved} head rows and inserted {inserted} of {} records",
+            records.len()
+        ))),
     }
 }
 
@@ -191,11 +246,7 @@ impl ChainStore for SqlitePool {
         // append between our reading the head and our commit.
         conn.execute("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(SELECT_HEAD).fetch_one(&mut **conn).await?;
-        head_from_row(
-            row.try_get(0)?,
-            row.try_get::<&[u8], _>(1)?,
-            row.try_get(2)?,
-        )
+        head_from_row(&row)
     }
 
     async fn stream_heads(
@@ -215,26 +266,13 @@ impl ChainStore for SqlitePool {
         heads_from_rows(rows)
     }
 
-    async fn insert(conn: &mut Self::Conn, records: &[Record]) -> Result<(), sqlx::Error> {
-        for chunk in records.chunks(SQLITE_ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO ledger_records (seq, stream, stream_seq, event_type, time_us, canonical, hash) ",
-            );
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(to_i64(r.seq()))
-                    .push_bind(r.stream().as_str())
-                    .push_bind(to_i64(r.stream_seq()))
-                    .push_bind(r.event_type().as_str())
-                    .push_bind(r.time_micros())
-                    .push_bind(r.canonical())
-                    .push_bind(r.hash_bytes());
-            });
-            q.build().execute(&mut **conn).await?;
-        }
-        Ok(())
-    }
-
-    async fn set_head(conn: &mut Self::Conn, head: &Head) -> Result<(), sqlx::Error> {
+    async fn insert(
+        conn: &mut Self::Conn,
+        _expected: &Head,
+        records: &[Record],
+        head: &Head,
+    ) -> Result<(), sqlx::Error> {
+        sqlite_insert_rows(conn, records).await?;
         sqlx::query(UPDATE_HEAD)
             .bind(to_i64(head.next_seq))
             .bind(&head.last_hash.0[..])
@@ -248,7 +286,61 @@ impl ChainStore for SqlitePool {
         conn.execute("COMMIT").await.map(drop)
     }
 
+    async fn append_if_head(
+        conn: &mut Self::Conn,
+        expected: &Head,
+        records: &[Record],
+        head: &Head,
+    ) -> Result<bool, StoreError> {
+        conn.execute("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::Before)?;
+        let moved = sqlx::query(&format!(
+            "{UPDATE_HEAD} AND next_seq = $4 AND last_hash = $5"
+        ))
+        .bind(to_i64(head.next_seq))
+        .bind(&head.last_hash.0[..])
+        .bind(head.last_time_micros)
+        .bind(to_i64(expected.next_seq))
+        .bind(&expected.last_hash.0[..])
+        .execute(&mut **conn)
+        .await
+        .map_err(StoreError::Before)?
+        .rows_affected();
+        if moved == 0 {
+            conn.execute("ROLLBACK").await.map_err(StoreError::Before)?;
+            return Ok(false);
+        }
+        sqlite_insert_rows(conn, records)
+            .await
+            .map_err(StoreError::Before)?;
+        conn.execute("COMMIT").await.map_err(StoreError::Commit)?;
+        Ok(true)
+    }
+
     async fn discard(conn: Self::Conn) {
         let _ = conn.close().await;
     }
+}
+
+async fn sqlite_insert_rows(
+    conn: &mut PoolConnection<Sqlite>,
+    records: &[Record],
+) -> Result<(), sqlx::Error> {
+    for chunk in records.chunks(SQLITE_ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO ledger_records (seq, stream, stream_seq, event_type, time_us, canonical, hash) ",
+            );
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(to_i64(r.seq()))
+                .push_bind(r.stream().as_str())
+                .push_bind(to_i64(r.stream_seq()))
+                .push_bind(r.event_type().as_str())
+                .push_bind(r.time_micros())
+                .push_bind(r.canonical())
+                .push_bind(r.hash_bytes());
+        });
+        q.build().execute(&mut **conn).await?;
+    }
+    Ok(())
 }

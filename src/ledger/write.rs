@@ -1,7 +1,7 @@
 //! The append path: a [`Ledger`] handle feeds one writer task per process, which commits
 //! callers in groups (group commit) and answers each caller after its group's COMMIT.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::chain::{self, Head};
-use super::store::ChainStore;
+use super::store::{ChainStore, StoreError};
 use super::{AppendBatch, AppendError, Appended, NewEvent};
 use crate::db::Db;
 use crate::record::StreamId;
@@ -21,8 +21,10 @@ use crate::record::StreamId;
 /// Where a fault may be injected into a group, for tests of what a failed append leaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
-    /// Records and head are written, COMMIT is not yet sent.
+    /// Locked path: records and head are written, COMMIT is not yet sent.
     BeforeCommit,
+    /// Fast path: the group is sealed, its one guarded write is not yet sent.
+    BeforeFastAppend,
 }
 
 pub type Hook =
@@ -134,6 +136,61 @@ impl Ledger {
     }
 }
 
+/// What this writer knows of the chain: the head its own last commit left, and stream
+/// positions as of that head. While the database's head is still that one, no other
+/// process has appended since, so both are exact and a group can take the fast path.
+struct View {
+    head: Option<Head>,
+    streams: HashMap<StreamId, u64>,
+}
+
+impl View {
+    /// Streams remembered at most (about 100 bytes each); past it the view starts over.
+    const MAX_STREAMS: usize = 50_000;
+
+    fn new() -> View {
+        View {
+            head: None,
+            streams: HashMap::new(),
+        }
+    }
+
+    /// Positions known for the group's streams, and the streams to look up.
+    fn lookup(&self, jobs: &[Job]) -> (HashMap<StreamId, u64>, Vec<StreamId>) {
+        let mut known = HashMap::new();
+        let mut unknown = Vec::new();
+        let mut seen = HashSet::new();
+        for stream in jobs
+            .iter()
+            .flat_map(|j| j.batch.events().iter().map(|e| &e.event.stream))
+        {
+            if !seen.insert(stream) {
+                continue;
+            }
+            match self.streams.get(stream) {
+                Some(last) => {
+                    known.insert(stream.clone(), *last);
+                }
+                None => unknown.push(stream.clone()),
+            }
+        }
+        (known, unknown)
+    }
+
+    fn committed(&mut self, head: Head, streams: HashMap<StreamId, u64>) {
+        if self.streams.len() + streams.len() > Self::MAX_STREAMS {
+            self.streams.clear();
+        }
+        self.streams.extend(streams);
+        self.head = Some(head);
+    }
+
+    fn forget(&mut self) {
+        self.head = None;
+        self.streams.clear();
+    }
+}
+
 async fn run<S: ChainStore>(
     store: S,
     mut rx: mpsc::Receiver<Msg>,
@@ -141,6 +198,7 @@ async fn run<S: ChainStore>(
     stats: Arc<Counters>,
 ) {
     let mut conn: Option<S::Conn> = None;
+    let mut view = View::new();
     let mut backoff = Duration::from_millis(50);
     loop {
         let mut jobs = Vec::new();
@@ -170,13 +228,17 @@ async fn run<S: ChainStore>(
         if jobs.is_empty() {
             continue;
         }
-        let result = match conn.as_mut() {
-            Some(c) => commit_group::<S>(c, &jobs, &options).await,
-            None => match store.connect().await {
-                Ok(c) => commit_group::<S>(conn.insert(c), &jobs, &options).await,
-                Err(e) => Err(GroupError::Before(e.to_string())),
-            },
-        };
+        let mut result = attempt(&store, &mut conn, &jobs, &options, &mut view).await;
+        if let Err(GroupError::Disconnected(e)) = &result {
+            // A kept connection was found dead (database restart, failover, idle
+            // timeout) before anything was sent: retry once on a fresh one.
+            tracing::warn!(error = %e, "ledger writer reconnecting");
+            view.forget();
+            if let Some(c) = conn.take() {
+                S::discard(c).await;
+            }
+            result = attempt(&store, &mut conn, &jobs, &options, &mut view).await;
+        }
         match result {
             Ok((outcomes, committed)) => {
                 backoff = Duration::from_millis(50);
@@ -188,12 +250,15 @@ async fn run<S: ChainStore>(
             }
             Err(e) => {
                 // The connection may be mid-transaction or broken: never reuse it.
+                view.forget();
                 if let Some(c) = conn.take() {
                     S::discard(c).await;
                 }
                 tracing::error!(error = %e, jobs = jobs.len(), "ledger group failed");
                 let answer = match e {
-                    GroupError::Before(m) => AppendError::Unavailable(m),
+                    GroupError::Before(m) | GroupError::Disconnected(m) => {
+                        AppendError::Unavailable(m)
+                    }
                     GroupError::Commit(m) => AppendError::CommitUnknown(m),
                 };
                 for job in jobs {
@@ -212,30 +277,90 @@ async fn run<S: ChainStore>(
 enum GroupError {
     #[error("{0}")]
     Before(String),
+    /// The connection failed before anything of the group was sent.
+    #[error("{0}")]
+    Disconnected(String),
     #[error("{0}")]
     Commit(String),
+}
+
+type Outcomes = Vec<Result<Vec<Appended>, AppendError>>;
+
+/// Commits one group on the kept connection, or on a new one if there is none.
+async fn attempt<S: ChainStore>(
+    store: &S,
+    conn: &mut Option<S::Conn>,
+    jobs: &[Job],
+    options: &LedgerOptions,
+    view: &mut View,
+) -> Result<(Outcomes, u64), GroupError> {
+    let c = match conn {
+        Some(c) => c,
+        None => conn.insert(
+            store
+                .connect()
+                .await
+                .map_err(|e| GroupError::Before(e.to_string()))?,
+        ),
+    };
+    commit_group::<S>(c, jobs, options, view).await
 }
 
 async fn commit_group<S: ChainStore>(
     conn: &mut S::Conn,
     jobs: &[Job],
     options: &LedgerOptions,
-) -> Result<(Vec<Result<Vec<Appended>, AppendError>>, u64), GroupError> {
-    let before = |e: sqlx::Error| GroupError::Before(e.to_string());
-    let head: Head = S::begin_and_lock(conn).await.map_err(before)?;
-    let mut seen = HashSet::new();
-    let streams: Vec<StreamId> = jobs
-        .iter()
-        .flat_map(|j| j.batch.events().iter().map(|e| &e.event.stream))
-        .filter(|s| seen.insert(*s))
-        .cloned()
-        .collect();
-    let stream_heads = S::stream_heads(conn, &streams).await.map_err(before)?;
+    view: &mut View,
+) -> Result<(Outcomes, u64), GroupError> {
+    let before = |e: sqlx::Error| {
+        if super::store::is_disconnect(&e) {
+            GroupError::Disconnected(e.to_string())
+        } else {
+            GroupError::Before(e.to_string())
+        }
+    };
     let batches: Vec<&AppendBatch> = jobs.iter().map(|j| &j.batch).collect();
-    let sealed = chain::seal(head, stream_heads, &batches, (options.clock)());
+    let t0 = std::time::Instant::now();
+
+    // Fast path: build on the head this writer last committed, in one guarded write.
+    if let Some(expected) = view.head {
+        let (mut streams, unknown) = view.lookup(jobs);
+        if !unknown.is_empty() {
+            // Read outside the lock: valid if the guarded write below finds the head
+            // unchanged, since then nothing was appended in between.
+            streams.extend(S::stream_heads(conn, &unknown).await.map_err(before)?);
+        }
+        let sealed = chain::seal(expected, streams, &batches, (options.clock)());
+        // A group of refusals only is decided under the lock, where positions are exact.
+        if !sealed.records.is_empty() {
+            if let Some(hook) = &options.hook {
+                hook(Stage::BeforeFastAppend)
+                    .await
+                    .map_err(GroupError::Before)?;
+            }
+            let appended = S::append_if_head(conn, &expected, &sealed.records, &sealed.head)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Before(e) => GroupError::Before(e.to_string()),
+                    StoreError::Commit(e) => GroupError::Commit(e.to_string()),
+                })?;
+            if appended {
+                return Ok(committed(sealed, view, "fast", jobs.len(), t0));
+            }
+        }
+        // Another writer moved the head: what this one knew is stale.
+        view.forget();
+    }
+
+    // Locked path: take the chain-head lock, read head and positions under it.
+    let head: Head = S::begin_and_lock(conn).await.map_err(before)?;
+    let (_, unknown) = view.lookup(jobs);
+    let streams = S::stream_heads(conn, &unknown).await.map_err(before)?;
+    let sealed = chain::seal(head, streams, &batches, (options.clock)());
     if !sealed.records.is_empty() {
-        S::insert(conn, &sealed.records).await.map_err(before)?;
-        S::set_head(conn, &sealed.head).await.map_err(before)?;
+        S::insert(conn, &head, &sealed.records, &sealed.head)
+            .await
+            .map_err(before)?;
     }
     if let Some(hook) = &options.hook {
         hook(Stage::BeforeCommit)
@@ -245,5 +370,25 @@ async fn commit_group<S: ChainStore>(
     S::commit(conn)
         .await
         .map_err(|e| GroupError::Commit(e.to_string()))?;
-    Ok((sealed.outcomes, sealed.records.len() as u64))
+    Ok(committed(sealed, view, "locked", jobs.len(), t0))
+}
+
+/// After a group's commit: remember the new head and positions, and tell the callers.
+fn committed(
+    sealed: chain::Sealed,
+    view: &mut View,
+    path: &'static str,
+    callers: usize,
+    started: std::time::Instant,
+) -> (Outcomes, u64) {
+    let n = sealed.records.len() as u64;
+    tracing::debug!(
+        records = n,
+        callers,
+        path,
+        total_us = started.elapsed().as_micros() as u64,
+        "group committed"
+    );
+    view.committed(sealed.head, sealed.streams);
+    (sealed.outcomes, n)
 }

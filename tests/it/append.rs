@@ -1,8 +1,7 @@
 //! The append and read paths: conformance on both backends.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use serde_json::{json, Value};
@@ -30,6 +29,32 @@ both_backends!(
     error_before_commit_leaves_no_trace,
     guard_triggers_refuse_update_and_delete,
 );
+
+/// The database ends the writer's idle connection (as a restart or failover does). The
+/// writer's next group starts with a read (here, looking up a stream it has not seen),
+/// which fails before anything is written: it reconnects and commits the group without
+/// reporting an error. (Had the first statement been the fast path's write, the caller
+/// would be told the outcome is unknown, since it cannot tell a dead idle connection from
+/// one killed mid-statement.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_reconnects_after_its_idle_connection_is_killed() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let (ledger, reader) = db.ledger().await;
+    let (other, _) = db
+        .ledger_named("vidne-other-writer", LedgerOptions::default())
+        .await;
+    fill(&ledger, 2).await;
+    other.append(vec![event("session:other", 1)]).await.unwrap();
+    if let vidne::db::Db::Postgres(p) = reader.db() {
+        crate::helpers::kill_backends(p, "vidne-writer").await;
+    }
+    let ack = ledger
+        .append(vec![event("session:after", 1)])
+        .await
+        .unwrap();
+    assert_eq!(ack[0].seq, 3);
+    assert_eq!(verified(&reader).await, 4);
+}
 
 async fn append_and_read_back(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -272,35 +297,42 @@ async fn concurrent_appenders_on_two_pools_form_one_chain(backend: Backend) {
     );
 }
 
-/// An error after the records are inserted but before COMMIT, and (PostgreSQL) the
-/// writer's connection killed at that point: nothing stays, and the next append takes
-/// the seq the failed one would have had.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    /// The hook returns an error.
+    Fail,
+    /// The writer's connection is terminated by the server (PostgreSQL only).
+    Kill,
+}
+
+/// Faults injected at each stage of both append paths leave no trace and no gap: on the
+/// locked path after the records are inserted but before COMMIT, on the fast path just
+/// before its one write; as an error, and (PostgreSQL) as the writer's connection killed.
+/// The next append takes the seq the failed one would have had.
 async fn error_before_commit_leaves_no_trace(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let fail = Arc::new(AtomicBool::new(false));
-    let kill = Arc::new(AtomicBool::new(false));
+    let armed: Arc<Mutex<Option<(Stage, Fault)>>> = Arc::new(Mutex::new(None));
     let admin = db.pool(1).await;
     let hook: Hook = {
-        let (fail, kill, admin) = (fail.clone(), kill.clone(), admin.clone());
+        let (armed, admin) = (armed.clone(), admin.clone());
         Arc::new(move |stage| {
-            assert_eq!(stage, Stage::BeforeCommit);
-            let (fail, kill, admin) = (fail.clone(), kill.clone(), admin.clone());
+            let fault = {
+                let mut armed = armed.lock().unwrap();
+                match *armed {
+                    Some((at, fault)) if at == stage => armed.take().map(|(_, f)| f),
+                    _ => None,
+                }
+            };
+            let admin = admin.clone();
             Box::pin(async move {
-                if kill.swap(false, Ordering::SeqCst) {
-                    if let vidne::db::Db::Postgres(p) = &admin {
-                        sqlx::query(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                             WHERE datname = current_database() AND application_name = 'vidne-writer'",
-                        )
-                        .execute(p)
-                        .await
-                        .unwrap();
+                match (fault, &admin) {
+                    (Some(Fault::Fail), _) => Err("injected failure".to_owned()),
+                    (Some(Fault::Kill), vidne::db::Db::Postgres(p)) => {
+                        crate::helpers::kill_backends(p, "vidne-writer").await;
+                        Ok(())
                     }
+                    _ => Ok(()),
                 }
-                if fail.swap(false, Ordering::SeqCst) {
-                    return Err("injected failure after insert".to_owned());
-                }
-                Ok(())
             })
         })
     };
@@ -310,40 +342,58 @@ async fn error_before_commit_leaves_no_trace(backend: Backend) {
             ..LedgerOptions::default()
         })
         .await;
+    // Another writer, as another process: appending through it moves the head under
+    // the first one, whose next group then has to take the locked path.
+    let (other, _) = db
+        .ledger_named("vidne-other-writer", LedgerOptions::default())
+        .await;
     fill(&ledger, 3).await;
+    let mut expected = 3;
+    let mut n = 0;
+    let mut doomed = |ledger: Ledger| {
+        n += 1;
+        let stream = format!("session:doomed{n}");
+        async move { ledger.append(vec![event(&stream, 1)]).await }
+    };
 
-    fail.store(true, Ordering::SeqCst);
-    let err = ledger
-        .append(vec![event("session:doomed", 1)])
-        .await
-        .unwrap_err();
-    assert!(matches!(err, AppendError::Unavailable(_)), "{err:?}");
-    assert_eq!(reader.count().await.unwrap(), 3);
-    assert_eq!(reader.head().await.unwrap().next_seq, 3);
-
+    let mut cases = vec![
+        (Stage::BeforeFastAppend, Fault::Fail),
+        (Stage::BeforeCommit, Fault::Fail),
+    ];
     if backend == Backend::Postgres {
-        kill.store(true, Ordering::SeqCst);
-        let err = ledger
-            .append(vec![event("session:doomed", 1)])
-            .await
-            .unwrap_err();
+        cases.push((Stage::BeforeFastAppend, Fault::Kill));
+        cases.push((Stage::BeforeCommit, Fault::Kill));
+    }
+    for (stage, fault) in cases {
+        // Put the writer on the path under test: a successful append of its own makes
+        // the fast path available; one by the other writer forces the locked path.
+        match stage {
+            Stage::BeforeFastAppend => doomed(ledger.clone()).await.unwrap(),
+            Stage::BeforeCommit => doomed(other.clone()).await.unwrap(),
+        };
+        expected += 1;
+        *armed.lock().unwrap() = Some((stage, fault));
+        let err = doomed(ledger.clone()).await.unwrap_err();
+        assert!(armed.lock().unwrap().is_none(), "{stage:?} was reached");
         assert!(
             matches!(
                 err,
-                AppendError::CommitUnknown(_) | AppendError::Unavailable(_)
+                AppendError::Unavailable(_) | AppendError::CommitUnknown(_)
             ),
-            "{err:?}"
+            "{stage:?} {fault:?}: {err:?}"
         );
-        assert_eq!(reader.count().await.unwrap(), 3);
+        assert_eq!(
+            reader.count().await.unwrap(),
+            expected,
+            "{stage:?} {fault:?} left a trace"
+        );
+        assert_eq!(reader.head().await.unwrap().next_seq, expected);
     }
 
     // The writer recovers on a new connection and the chain goes on without a gap.
-    let ack = ledger
-        .append(vec![event("session:doomed", 1)])
-        .await
-        .unwrap();
-    assert_eq!(ack[0].seq, 3);
-    assert_eq!(verified(&reader).await, 4);
+    let ack = doomed(ledger.clone()).await.unwrap();
+    assert_eq!(ack[0].seq, expected);
+    assert_eq!(verified(&reader).await, expected + 1);
 }
 
 async fn guard_triggers_refuse_update_and_delete(backend: Backend) {

@@ -84,8 +84,17 @@ impl TestDb {
     /// A ledger (writer on a pool of its own, as a separate process would have) and a
     /// reader.
     pub async fn ledger_with(&self, options: LedgerOptions) -> (Ledger, Reader) {
+        self.ledger_named("vidne-writer", options).await
+    }
+
+    /// A ledger whose writer connects as `application_name` (PostgreSQL).
+    pub async fn ledger_named(
+        &self,
+        application_name: &str,
+        options: LedgerOptions,
+    ) -> (Ledger, Reader) {
         let reader = Reader::new(self.pool(4).await);
-        let writer = Db::connect(&self.url, "vidne-writer", 1).await.unwrap();
+        let writer = Db::connect(&self.url, application_name, 1).await.unwrap();
         (Ledger::start(writer, options), reader)
     }
 
@@ -167,6 +176,19 @@ pub async fn fill(ledger: &Ledger, n: u64) {
             .await
             .unwrap();
     }
+}
+
+/// Terminates every server process of `application_name` on the test's database, as a
+/// restart or an administrator would.
+pub async fn kill_backends(pool: &sqlx::PgPool, application_name: &str) {
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = $1",
+    )
+    .bind(application_name)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 /// Runs `vidne` with `args`, returning (exit code, stdout, stderr).
