@@ -319,7 +319,7 @@ async fn error_before_commit_leaves_no_trace(backend: Backend) {
             let fault = {
                 let mut armed = armed.lock().unwrap();
                 match *armed {
-                    Some((at, fault)) if at == stage => armed.take().map(|(_, f)| f),
+                    Some((at, _)) if at == stage => armed.take().map(|(_, f)| f),
                     _ => None,
                 }
             };
