@@ -121,7 +121,10 @@ impl Db {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(30))
-                    .foreign_keys(true);
+                    .foreign_keys(true)
+                    // Rows handed from sqlx's SQLite thread per wake-up: the default 50
+                    // makes long range reads pay a thread hand-off every few rows.
+                    .row_buffer_size(1024);
                 let pool = SqlitePoolOptions::new()
                     .max_connections(max)
                     .acquire_timeout(Duration::from_secs(30))
