@@ -145,14 +145,6 @@ impl Db {
         }
     }
 
-    /// True when the database answers a trivial query.
-    pub async fn ping(&self) -> bool {
-        match self {
-            Db::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
-            Db::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
-        }
-    }
-
     pub async fn close(&self) {
         match self {
             Db::Postgres(p) => p.close().await,

@@ -194,7 +194,7 @@ impl fmt::Debug for Payload {
 }
 
 /// A position that must be an integer in `0 ..= 2^53 - 1`.
-pub fn check_integer(field: &str, n: u64) -> Result<u64, FieldError> {
+fn check_integer(field: &str, n: u64) -> Result<u64, FieldError> {
     if n > MAX_SAFE_INTEGER {
         return Err(FieldError::new(field, "integer above 2^53 - 1"));
     }
