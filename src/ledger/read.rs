@@ -77,15 +77,7 @@ impl Reader {
         let from = i64::try_from(from).unwrap_or(i64::MAX);
         let to = i64::try_from(to).unwrap_or(i64::MAX);
         match &self.db {
-            Db::Postgres(p) => {
-                let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3");
-                sqlx::query_as(&sql)
-                    .bind(from)
-                    .bind(to)
-                    .bind(i64::from(limit))
-                    .fetch_all(p)
-                    .await
-            }
+            Db::Postgres(p) => pg_copy_range(p, from, to, limit).await,
             Db::Sqlite(p) => {
                 let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3");
                 sqlx::query_as(&sql)
@@ -162,5 +154,152 @@ impl Reader {
             Db::Sqlite(p) => sqlx::query(sql).fetch_one(p).await?.try_get::<i64, _>(0)?,
         };
         Ok(row.max(0) as u64)
+    }
+}
+
+/// A `seq` range from PostgreSQL through binary COPY: one byte stream parsed here, which
+/// costs a fraction of decoding a row object per record (what bounds `vidne verify`).
+async fn pg_copy_range(
+    pool: &sqlx::PgPool,
+    from: i64,
+    to: i64,
+    limit: u32,
+) -> Result<Vec<StoredRow>, sqlx::Error> {
+    use futures::TryStreamExt;
+    use sqlx::postgres::PgPoolCopyExt;
+    // Integers only, formatted here: COPY takes no bind parameters.
+    let sql = format!(
+        "COPY (SELECT {COLUMNS} FROM ledger_records WHERE seq >= {from} AND seq <= {to} \
+         ORDER BY seq LIMIT {limit}) TO STDOUT (FORMAT binary)"
+    );
+    let mut bytes = Vec::new();
+    let mut stream = pool.copy_out_raw(&sql).await?;
+    while let Some(chunk) = stream.try_next().await? {
+        bytes.extend_from_slice(&chunk);
+    }
+    parse_copy_binary(&bytes)
+}
+
+/// PostgreSQL's binary COPY format: a signature, flags, a header extension, then per
+/// tuple a field count and each field's length and bytes, then a trailer of -1.
+fn parse_copy_binary(bytes: &[u8]) -> Result<Vec<StoredRow>, sqlx::Error> {
+    struct Cursor<'a>(&'a [u8]);
+    impl<'a> Cursor<'a> {
+        fn take(&mut self, n: usize) -> Result<&'a [u8], sqlx::Error> {
+            if self.0.len() < n {
+                return Err(sqlx::Error::Protocol("truncated binary COPY data".into()));
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Ok(head)
+        }
+        fn int<const N: usize>(&mut self) -> Result<[u8; N], sqlx::Error> {
+            let b = self.take(N)?;
+            b.try_into()
+                .map_err(|_| sqlx::Error::Protocol("truncated binary COPY data".into()))
+        }
+        fn field(&mut self) -> Result<&'a [u8], sqlx::Error> {
+            let len = i32::from_be_bytes(self.int()?);
+            let len = usize::try_from(len)
+                .map_err(|_| sqlx::Error::Protocol("NULL in ledger_records".into()))?;
+            self.take(len)
+        }
+        fn i64(&mut self) -> Result<i64, sqlx::Error> {
+            let b = self.field()?;
+            Ok(i64::from_be_bytes(b.try_into().map_err(|_| {
+                sqlx::Error::Protocol("bigint field is not 8 bytes".into())
+            })?))
+        }
+        fn text(&mut self) -> Result<String, sqlx::Error> {
+            String::from_utf8(self.field()?.to_vec())
+                .map_err(|_| sqlx::Error::Protocol("text field is not UTF-8".into()))
+        }
+    }
+    let mut c = Cursor(bytes);
+    if c.take(11)? != b"PGCOPY\n\xff\r\n\0" {
+        return Err(sqlx::Error::Protocol("not binary COPY data".into()));
+    }
+    let _flags = c.int::<4>()?;
+    let extension = u32::from_be_bytes(c.int()?) as usize;
+    c.take(extension)?;
+    let mut rows = Vec::new();
+    loop {
+        match i16::from_be_bytes(c.int()?) {
+            -1 => return Ok(rows),
+            7 => rows.push(StoredRow {
+                seq: c.i64()?,
+                stream: c.text()?,
+                stream_seq: c.i64()?,
+                event_type: c.text()?,
+                time_us: c.i64()?,
+                canonical: c.field()?.to_vec(),
+                hash: c.field()?.to_vec(),
+            }),
+            n => {
+                return Err(sqlx::Error::Protocol(format!(
+                    "binary COPY tuple has {n} fields, expected 7"
+                )))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_copy_binary;
+
+    fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+
+    fn copy_data(fields: i16) -> Vec<u8> {
+        let mut out = b"PGCOPY\n\xff\r\n\0".to_vec();
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&fields.to_be_bytes());
+        field(&mut out, &7i64.to_be_bytes());
+        field(&mut out, b"session:a");
+        field(&mut out, &2i64.to_be_bytes());
+        field(&mut out, b"login.completed");
+        field(&mut out, &1_795_253_400_000_000i64.to_be_bytes());
+        field(&mut out, b"{\"a\":1}");
+        field(&mut out, &[9u8; 32]);
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn parses_binary_copy_rows() {
+        let rows = parse_copy_binary(&copy_data(7)).unwrap();
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!(
+            (r.seq, r.stream.as_str(), r.stream_seq),
+            (7, "session:a", 2)
+        );
+        assert_eq!(
+            (r.event_type.as_str(), r.time_us),
+            ("login.completed", 1_795_253_400_000_000)
+        );
+        assert_eq!(
+            (r.canonical.as_slice(), r.hash.as_slice()),
+            (&b"{\"a\":1}"[..], &[9u8; 32][..])
+        );
+    }
+
+    #[test]
+    fn malformed_copy_data_is_an_error_not_a_panic() {
+        let good = copy_data(7);
+        for cut in 0..good.len() {
+            assert!(
+                parse_copy_binary(&good[..cut]).is_err(),
+                "truncated at {cut}"
+            );
+        }
+        assert!(parse_copy_binary(&copy_data(6)).is_err());
+        let mut not_copy = good.clone();
+        not_copy[0] = b'X';
+        assert!(parse_copy_binary(&not_copy).is_err());
     }
 }
