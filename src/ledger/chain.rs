@@ -65,6 +65,7 @@ pub fn seal(
             outcomes.push(Err(conflict));
             continue;
         }
+        let before = head;
         let mut appended = Vec::with_capacity(batch.events().len());
         let mut sealed = Vec::with_capacity(batch.events().len());
         let mut failed = None;
@@ -95,9 +96,8 @@ pub fn seal(
         }
         match failed {
             Some(e) => {
-                // Unreachable before 2^53 records; undo this batch's positions if it happens.
-                head.next_seq = sealed.first().map_or(head.next_seq, |r| r.seq());
-                head.last_hash = records.last().map_or(head.last_hash, |r: &Record| r.hash());
+                // Only past 2^53 records: the batch is refused and the head is as before it.
+                head = before;
                 outcomes.push(Err(e));
             }
             None => {
@@ -204,6 +204,31 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// A batch that runs past the largest `seq` is refused whole, and the next batch in
+    /// the group chains onto the head as it was before the refused one.
+    #[test]
+    fn a_batch_past_the_last_seq_is_undone_whole() {
+        let head = Head {
+            next_seq: crate::spec::MAX_SAFE_INTEGER,
+            last_hash: record_hash(b"x"),
+            last_time_micros: 5_000,
+        };
+        let too_long = batch(vec![ev("s:a", 1), ev("s:a", 2)]);
+        let fits = batch(vec![ev("s:b", 1)]);
+        let sealed = seal(head, HashMap::new(), &[&too_long, &fits], 6_000);
+        assert!(matches!(sealed.outcomes[0], Err(AppendError::Invalid(_))));
+        assert_eq!(sealed.records.len(), 1);
+        let r = &sealed.records[0];
+        assert_eq!(r.seq(), crate::spec::MAX_SAFE_INTEGER);
+        let v: serde_json::Value = serde_json::from_slice(r.canonical()).unwrap();
+        assert_eq!(v["prev"], head.last_hash.to_hex());
+        assert_eq!(v["stream"], "s:b");
+        assert_eq!(sealed.head.last_hash, r.hash());
+        assert!(!sealed
+            .streams
+            .contains_key(&StreamId::parse("s:a").unwrap()));
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod read;
 mod store;
 mod write;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -140,14 +140,12 @@ impl AppendBatch {
 
     /// Each stream the batch touches with the first `stream_seq` it claims there.
     pub fn first_per_stream(&self) -> impl Iterator<Item = (&StreamId, u64)> {
-        let mut seen: Vec<&StreamId> = Vec::new();
-        self.events.iter().filter_map(move |e| {
-            if seen.contains(&&e.event.stream) {
-                return None;
-            }
-            seen.push(&e.event.stream);
-            Some((&e.event.stream, e.stream_seq))
-        })
+        // A set, not a list: this runs on the single writer for up to 1000 events.
+        let mut seen: HashSet<&StreamId> = HashSet::new();
+        self.events
+            .iter()
+            .filter(move |e| seen.insert(&e.event.stream))
+            .map(|e| (&e.event.stream, e.stream_seq))
     }
 }
 

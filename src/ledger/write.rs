@@ -354,6 +354,8 @@ async fn commit_group<S: ChainStore>(
 
     // Locked path: take the chain-head lock, read head and positions under it.
     let head: Head = S::begin_and_lock(conn).await.map_err(before)?;
+    // The view is empty here (never used, or just forgotten), so every stream of the
+    // group is looked up under the lock.
     let (_, unknown) = view.lookup(jobs);
     let streams = S::stream_heads(conn, &unknown).await.map_err(before)?;
     let sealed = chain::seal(head, streams, &batches, (options.clock)());
