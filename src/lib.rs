@@ -2,12 +2,14 @@
 //!
 //! `spec` holds the byte-level primitives of `SPEC.md`; `record` the record and the
 //! newtypes its members parse into; `ledger` the append and read paths; `verify` the
-//! independent checker; `http` the service.
+//! independent checker; `http` the service; `domain` the broker events and the
+//! aggregates that decide them.
 #![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod cli;
 pub mod db;
+pub mod domain;
 pub mod http;
 pub mod ledger;
 pub mod record;
