@@ -15,7 +15,7 @@
 //! `handle` validates everything before it writes its first event, so a command that
 //! returns `Err` has written nothing. A refusal the seeds want *recorded* (the 4th CPR
 //! match of a session) is an `Ok` with a refusal event; [`LedgerEvent::refusal`] tells the
-//! edge to answer it with that 4xx error.
+//! edge to answer it with that 4xx error. `docs/events.md` lists every event.
 
 pub mod client;
 pub mod codes;
@@ -25,6 +25,9 @@ pub mod maintenance;
 pub mod session;
 pub mod transfer;
 pub mod values;
+
+#[cfg(test)]
+mod schema_tests;
 
 pub use error::DomainError;
 
