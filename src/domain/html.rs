@@ -17,6 +17,9 @@ pub const ALLOWED_TAGS: &[&str] = &[
 /// such as src, dynsrc, lowsrc").
 const LINK_ATTRIBUTES: &[&str] = &["src", "dynsrc", "lowsrc", "srcset", "formaction", "action"];
 
+/// Attributes holding a URL, where a `data:` URL could carry a document.
+const URL_ATTRIBUTES: &[&str] = &["href", "background", "cite", "xlink:href"];
+
 /// URL schemes that run script.
 const SCRIPT_SCHEMES: &[&str] = &["javascript:", "vbscript:", "livescript:", "mocha:"];
 
@@ -177,7 +180,8 @@ fn check_attribute(name: &str, value: &str) -> Result<(), HtmlError> {
         return err(format!("script link attribute {name}"));
     }
     let v = normalize(value);
-    if SCRIPT_SCHEMES.iter().any(|s| v.contains(s)) || v.starts_with("data:") {
+    let url_attribute = URL_ATTRIBUTES.contains(&name);
+    if SCRIPT_SCHEMES.iter().any(|s| v.contains(s)) || (url_attribute && v.starts_with("data:")) {
         return err(format!("script link in attribute {name}"));
     }
     if name == "style" {
@@ -298,6 +302,7 @@ mod tests {
             "<div style=\"color: blue; font-weight: bold\">styled</div>",
             "<p><!-- a note --></p>",
             "<p/>",
+            "<p title=\"data: 5 rows\">table</p>",
         ] {
             assert_eq!(check(ok), Ok(()), "{ok}");
         }

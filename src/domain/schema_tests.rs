@@ -104,6 +104,8 @@ fn login(
 ) -> SessionEvent {
     SessionEvent::LoginCompleted(LoginCompleted {
         transaction_id: id("t1"),
+        client_id: id("sp-acme"),
+        environment: Environment::Prod,
         idp,
         identity_type,
         loa: levels,

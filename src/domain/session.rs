@@ -162,6 +162,10 @@ pub struct TransactionStarted {
 #[serde(deny_unknown_fields)]
 pub struct LoginCompleted {
     pub transaction_id: TransactionId,
+    /// The SP client and environment of the transaction, repeated so that a login record
+    /// reads on its own.
+    pub client_id: ClientId,
+    pub environment: Environment,
     pub idp: Idp,
     pub identity_type: IdentityType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -346,6 +350,7 @@ enum Stage {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Transaction {
+    client_id: ClientId,
     signed_request: bool,
     stage: Stage,
     signed: bool,
@@ -407,14 +412,15 @@ impl Session {
         Ok(tx)
     }
 
-    fn unauthenticated_transaction(&self, id: &TransactionId) -> Result<(), DomainError> {
-        if self.open_transaction(id)?.stage == Stage::Authenticated {
+    fn unauthenticated_transaction(&self, id: &TransactionId) -> Result<&Transaction, DomainError> {
+        let tx = self.open_transaction(id)?;
+        if tx.stage == Stage::Authenticated {
             return Err(conflict_on(
                 "transaction_id",
                 TRANSACTION_ALREADY_AUTHENTICATED,
             ));
         }
-        Ok(())
+        Ok(tx)
     }
 
     /// Decides the events of one command; writes nothing.
@@ -468,7 +474,13 @@ impl Session {
                 at,
             } => {
                 let idp = self.accepting()?;
-                self.unauthenticated_transaction(&transaction_id)?;
+                let client_id = self
+                    .unauthenticated_transaction(&transaction_id)?
+                    .client_id
+                    .clone();
+                let environment = self
+                    .environment
+                    .ok_or_else(|| DomainError::invalid("session_id", UNKNOWN_SESSION))?;
                 check_identity_type(idp, identity_type)?;
                 check_levels(idp, loa, ial, aal)?;
                 check_amr(idp, &amr)?;
@@ -478,6 +490,8 @@ impl Session {
                 }
                 SessionEvent::LoginCompleted(LoginCompleted {
                     transaction_id,
+                    client_id,
+                    environment,
                     idp,
                     identity_type,
                     loa,
@@ -858,6 +872,7 @@ impl Aggregate for Session {
                 self.transactions.insert(
                     e.transaction_id,
                     Transaction {
+                        client_id: e.client_id,
                         signed_request: e.signed_request,
                         stage: Stage::Started,
                         signed: false,

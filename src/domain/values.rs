@@ -91,10 +91,15 @@ macro_rules! string_enum {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
             pub fn parse(s: &str) -> Result<Self, FieldError> {
+                Self::parse_as($field, s)
+            }
+
+            /// Parses a member of another name (`ial`, `aal` with [`NsisLevel`]).
+            pub fn parse_as(field: &str, s: &str) -> Result<Self, FieldError> {
                 match s {
                     $($text => Ok($name::$variant),)+
                     _ => Err(FieldError::new(
-                        $field,
+                        field,
                         concat!("must be one of:" $(, " ", $text)+),
                     )),
                 }
@@ -156,6 +161,13 @@ string_enum!(
         High = "https://data.gov.dk/concept/core/nsis/High",
     }
 );
+
+/// `loa`: Level of Assurance.
+pub type Loa = NsisLevel;
+/// `ial`: Identity Assurance Level.
+pub type Ial = NsisLevel;
+/// `aal`: Authenticator Assurance Level.
+pub type Aal = NsisLevel;
 
 string_enum!(
     /// The two SSO transaction actions of seed 002 ("Transaction token MitID specific
@@ -1021,6 +1033,7 @@ mod tests {
         );
         assert_eq!(Environment::parse("PROD").unwrap(), Environment::Prod);
         assert!(Environment::parse("prod").is_err());
+        assert_eq!(NsisLevel::parse_as("ial", "High").unwrap_err().field, "ial");
         assert_eq!(Idp::ALL.len(), 8);
     }
 }
