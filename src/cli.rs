@@ -7,6 +7,8 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::auth::store::{KeyError, KeyStore};
+use crate::auth::Role;
 use crate::db::{self, DatabaseUrl};
 use crate::http::{Application, ServeConfig};
 use crate::ledger::Reader;
@@ -87,9 +89,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Make an API key and print it, alone, on stdout. Only its hash is stored: it cannot
+    /// be shown again.
+    Create {
+        #[command(flatten)]
+        database: DatabaseArg,
+        /// admin, broker, auditor or sp:<client_id>.
+        #[arg(long)]
+        role: String,
+        /// Who or what holds the key (shown in logs, never the key itself).
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -143,6 +164,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             to,
             json,
         } => run_verify(&database.url, from, to, json).await,
+        Command::Keys(KeysCommand::Create {
+            database,
+            role,
+            name,
+        }) => {
+            let role =
+                Role::parse(&role).map_err(|e| anyhow::anyhow!("--{}: {}", e.field, e.reason))?;
+            let db = db::open(&database.url, "vidne-keys", 1).await?;
+            let made = KeyStore::new(db.clone())
+                .create(role, &name, chrono::Utc::now().timestamp_micros())
+                .await
+                .map_err(|e| match e {
+                    KeyError::Invalid(f) => anyhow::anyhow!("--{}: {}", f.field, f.reason),
+                    e => e.into(),
+                })?;
+            db.close().await;
+            tracing::info!(key_id = %made.key_id, role = %made.role, "API key created");
+            println!("{}", made.key.reveal());
+            Ok(0)
+        }
         Command::Bench(BenchCommand::Append {
             database,
             records,

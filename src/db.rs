@@ -77,6 +77,18 @@ pub enum Db {
     Sqlite(SqlitePool),
 }
 
+/// Runs one sqlx expression on whichever pool `db` holds, bound to `$pool`: the same
+/// query text and binds serve both backends where their SQL agrees.
+#[macro_export]
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Postgres($pool) => $body,
+            $crate::db::Db::Sqlite($pool) => $body,
+        }
+    };
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot connect to {url}: {source}")]

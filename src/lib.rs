@@ -3,9 +3,12 @@
 //! `spec` holds the byte-level primitives of `SPEC.md`; `record` the record and the
 //! newtypes its members parse into; `ledger` the append and read paths; `verify` the
 //! independent checker; `http` the service; `domain` the broker events and the
-//! aggregates that decide them.
+//! aggregates that decide them; `app` runs their commands on the ledger; `auth` the API
+//! keys and roles.
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod db;

@@ -1,10 +1,13 @@
 //! The API's one error type and its one mapping to HTTP: every error body is
 //! `{"error", "error_description", "field"?}`.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{error, HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::app::CommandError;
+use crate::auth::store::KeyError;
+use crate::domain::DomainError;
 use crate::ledger::AppendError;
 use crate::record::FieldError;
 
@@ -16,6 +19,10 @@ pub enum ApiError {
         description: String,
         field: Option<String>,
     },
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("this API key's role may not do this")]
+    Forbidden,
     #[error("no such resource")]
     NotFound,
     #[error("{0}")]
@@ -58,6 +65,36 @@ impl From<AppendError> for ApiError {
     }
 }
 
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        ApiError::BadRequest {
+            code: e.error,
+            description: e.error_description,
+            field: e.field,
+        }
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Refused(e) => e.into(),
+            CommandError::Append(e) => e.into(),
+            CommandError::Storage(e) => e.into(),
+            e @ CommandError::Unreadable { .. } => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Invalid(f) => f.into(),
+            KeyError::Storage(e) => e.into(),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         ApiError::Internal(e.into())
@@ -68,6 +105,8 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -79,6 +118,8 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let (code, field) = match self {
             ApiError::BadRequest { code, field, .. } => (*code, field.as_deref()),
+            ApiError::Unauthorized(_) => ("unauthorized", None),
+            ApiError::Forbidden => ("forbidden", None),
             ApiError::NotFound => ("not_found", None),
             ApiError::Conflict(_) => ("conflict", None),
             ApiError::TooLarge => ("payload_too_large", None),
@@ -89,7 +130,11 @@ impl ResponseError for ApiError {
                 ("internal_error", None)
             }
         };
-        HttpResponse::build(self.status_code()).json(Body {
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::Unauthorized(_) = self {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(Body {
             error: code,
             error_description: self.to_string(),
             field,

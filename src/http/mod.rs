@@ -1,8 +1,11 @@
 //! The actix-web service. [`Application::build`] connects, migrates, starts the ledger
 //! writer and binds its own listener, so tests start it on port 0 and read the port back.
 
+mod auth;
+mod clients;
 mod error;
 mod health;
+mod keys;
 
 use std::net::TcpListener;
 
@@ -10,7 +13,10 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use tracing_actix_web::TracingLogger;
 
+use crate::app::Commands;
+use crate::auth::store::KeyStore;
 use crate::db::{self, DatabaseUrl, Db};
+use crate::domain::values::Timestamp;
 use crate::ledger::{Ledger, LedgerOptions, Reader};
 
 pub use error::ApiError;
@@ -31,6 +37,20 @@ pub struct ServeConfig {
 pub struct AppState {
     pub reader: Reader,
     pub ledger: Ledger,
+    pub commands: Commands,
+    pub keys: KeyStore,
+}
+
+impl AppState {
+    /// The edge's clock: read here, passed into commands, never read by the domain.
+    pub fn now_micros(&self) -> i64 {
+        chrono::Utc::now().timestamp_micros()
+    }
+
+    pub fn now(&self) -> Result<Timestamp, ApiError> {
+        Timestamp::from_micros(self.now_micros())
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("clock: {}", e.reason)))
+    }
 }
 
 pub struct Application {
@@ -45,8 +65,11 @@ impl Application {
         let read_db = db::open(&config.database, "vidne", config.read_connections.max(1)).await?;
         let write_db = Db::connect(&config.database, "vidne-writer", 1).await?;
         let ledger = Ledger::start(write_db.clone(), LedgerOptions::default());
+        let reader = Reader::new(read_db.clone());
         let state = AppState {
-            reader: Reader::new(read_db.clone()),
+            commands: Commands::new(ledger.clone(), reader.clone()),
+            keys: KeyStore::new(read_db.clone()),
+            reader,
             ledger: ledger.clone(),
         };
         let listener = TcpListener::bind(&config.listen)
@@ -65,6 +88,8 @@ impl Application {
                 .app_data(web::PathConfig::default().error_handler(error::path_error))
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .configure(health::routes)
+                .configure(keys::routes)
+                .configure(clients::routes)
                 .default_service(web::to(error::not_found))
         })
         .listen(listener)?

@@ -191,6 +191,22 @@ pub async fn kill_backends(pool: &sqlx::PgPool, application_name: &str) {
     .unwrap();
 }
 
+/// The service on `db`, on a free port: its base URL and a handle that stops it.
+pub async fn spawn_app(db: &TestDb) -> (String, actix_web::dev::ServerHandle) {
+    let app = vidne::http::Application::build(vidne::http::ServeConfig {
+        database: db.url.clone(),
+        listen: "127.0.0.1:0".into(),
+        read_connections: 2,
+        max_body_bytes: 64 * 1024,
+    })
+    .await
+    .unwrap();
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    (url, handle)
+}
+
 /// Runs `vidne` with `args`, returning (exit code, stdout, stderr).
 pub fn vidne(args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidne"))

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod api;
 mod append;
 mod fixture;
 mod service;

@@ -1,25 +1,9 @@
 //! The HTTP service on a real port, on both backends, and the command line's help.
 
 use serde_json::Value;
-use vidne::http::{Application, ServeConfig};
 
 use crate::both_backends;
-use crate::helpers::{vidne, Backend, TestDb};
-
-async fn spawn(db: &TestDb) -> (String, actix_web::dev::ServerHandle) {
-    let app = Application::build(ServeConfig {
-        database: db.url.clone(),
-        listen: "127.0.0.1:0".into(),
-        read_connections: 2,
-        max_body_bytes: 64 * 1024,
-    })
-    .await
-    .unwrap();
-    let url = format!("http://127.0.0.1:{}", app.port());
-    let handle = app.handle();
-    tokio::spawn(app.run_until_stopped());
-    (url, handle)
-}
+use crate::helpers::{spawn_app as spawn, vidne, Backend, TestDb};
 
 both_backends!(health_and_readiness);
 

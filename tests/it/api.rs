@@ -1,0 +1,190 @@
+//! The `/v1` API over HTTP on both backends: bearer keys and roles, and client
+//! registration appended to the ledger through the `Client` aggregate.
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::both_backends;
+use crate::helpers::{spawn_app, vidne, Backend, TestDb};
+
+/// A key made the way an operator makes the first one: `vidne keys create`.
+fn cli_key(db: &TestDb, role: &str) -> String {
+    let url = db.url_string();
+    let (code, out, err) = vidne(&[
+        "keys",
+        "create",
+        "--database",
+        &url,
+        "--role",
+        role,
+        "--name",
+        "ops team",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let key = out.trim().to_owned();
+    assert_eq!(out, format!("{key}\n"), "stdout holds the key alone");
+    assert!(key.starts_with("vk_") && key.len() == 46, "{key}");
+    assert!(!err.contains(&key), "the key is not logged");
+    key
+}
+
+async fn post(http: &Client, url: &str, key: Option<&str>, body: Value) -> (StatusCode, Value) {
+    let mut req = http.post(url).json(&body);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    if status == StatusCode::UNAUTHORIZED {
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    }
+    (status, r.json().await.unwrap())
+}
+
+both_backends!(keys_and_roles, clients_are_registered_per_environment);
+
+async fn keys_and_roles(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let admin = cli_key(&db, "admin");
+    let (base, handle) = spawn_app(&db).await;
+    let http = Client::new();
+    let keys = format!("{base}/v1/keys");
+    let body = json!({"role": "broker", "name": "neb-prod-1"});
+
+    let unknown = format!("vk_{}", "A".repeat(43));
+    let garbled = format!("Bearer {admin}x");
+    for auth in [None, Some("Basic b3BzOm9wcw=="), Some(garbled.as_str())] {
+        let mut req = http.post(&keys).json(&body);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{auth:?}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "unauthorized");
+    }
+    let (status, err) = post(&http, &keys, Some(&unknown), body.clone()).await;
+    assert_eq!(
+        (status.as_u16(), err["error"].as_str()),
+        (401, Some("unauthorized"))
+    );
+
+    let (status, made) = post(&http, &keys, Some(&admin), body.clone()).await;
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(made["role"], "broker");
+    assert_eq!(made["name"], "neb-prod-1");
+    let broker = made["key"].as_str().unwrap().to_owned();
+    assert!(made["key_id"].as_str().unwrap().starts_with("key_"));
+
+    // A broker key works, but may not make keys.
+    let (status, err) = post(&http, &keys, Some(&broker), body.clone()).await;
+    assert_eq!(
+        (status.as_u16(), err["error"].as_str()),
+        (403, Some("forbidden"))
+    );
+
+    for (bad, field) in [
+        (json!({"role": "root", "name": "x"}), Some("role")),
+        (json!({"role": "sp:", "name": "x"}), Some("role")),
+        (json!({"role": "auditor", "name": ""}), Some("name")),
+        (json!({"role": "auditor", "name": "x", "extra": 1}), None),
+        (json!({"role": "auditor"}), None),
+    ] {
+        let (status, err) = post(&http, &keys, Some(&admin), bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {err}");
+        assert_eq!(err["error"], "invalid_request");
+        assert_eq!(err["field"].as_str(), field, "{bad}: {err}");
+    }
+
+    // Keys are stored as their SHA-256 only.
+    let hashes: Vec<Vec<u8>> = match db.pool(1).await {
+        vidne::db::Db::Postgres(p) => sqlx::query_scalar("SELECT key_hash FROM api_keys")
+            .fetch_all(&p)
+            .await
+            .unwrap(),
+        vidne::db::Db::Sqlite(p) => sqlx::query_scalar("SELECT key_hash FROM api_keys")
+            .fetch_all(&p)
+            .await
+            .unwrap(),
+    };
+    assert_eq!(hashes.len(), 2);
+    for key in [&admin, &broker] {
+        let digest = Sha256::digest(key.as_bytes()).to_vec();
+        assert!(hashes.contains(&digest));
+    }
+    handle.stop(true).await;
+}
+
+async fn clients_are_registered_per_environment(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let admin = cli_key(&db, "admin");
+    let broker = cli_key(&db, "broker");
+    let (base, handle) = spawn_app(&db).await;
+    let http = Client::new();
+    let clients = format!("{base}/v1/clients");
+    let acme = json!({"client_id": "sp-acme", "environment": "PROD", "name": "Acme Bank"});
+
+    let (status, _) = post(&http, &clients, None, acme.clone()).await;
+    assert_eq!(status, 401);
+    let (status, _) = post(&http, &clients, Some(&broker), acme.clone()).await;
+    assert_eq!(status, 403);
+
+    let (status, first) = post(&http, &clients, Some(&admin), acme.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["seq"], 0);
+    assert_eq!(first["environment"], "PROD");
+
+    // The same client in the same environment again: refused, nothing appended.
+    let (status, err) = post(&http, &clients, Some(&admin), acme.clone()).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error_description"], "client_already_registered");
+    assert_eq!(err["field"], "environment");
+
+    for (bad, field) in [
+        (
+            json!({"client_id": "sp acme", "environment": "PROD", "name": "A"}),
+            "client_id",
+        ),
+        (
+            json!({"client_id": "sp-acme", "environment": "prod", "name": "A"}),
+            "environment",
+        ),
+        (
+            json!({"client_id": "sp-acme", "environment": "CURRENT", "name": ""}),
+            "name",
+        ),
+    ] {
+        let (status, err) = post(&http, &clients, Some(&admin), bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {err}");
+        assert_eq!(err["field"], field, "{bad}: {err}");
+    }
+
+    let current = json!({"client_id": "sp-acme", "environment": "CURRENT", "name": "Acme Bank"});
+    let (status, second) = post(&http, &clients, Some(&admin), current).await;
+    assert_eq!(status, 201, "{second}");
+    assert_eq!(second["seq"], 1);
+
+    // Two records, both on the client's stream, appended by the admin key, and the
+    // ledger verifies.
+    let reader = vidne::ledger::Reader::new(db.pool(1).await);
+    assert_eq!(reader.count().await.unwrap(), 2);
+    let rows = reader.stream("client:sp-acme", 0, 10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, env) in rows.iter().zip(["PROD", "CURRENT"]) {
+        let record: Value = serde_json::from_slice(&row.canonical).unwrap();
+        assert_eq!(record["type"], "client.registered");
+        assert_eq!(record["data"]["environment"], env);
+        assert!(record["actor"].as_str().unwrap().starts_with("admin:key_"));
+    }
+    assert_eq!(rows[1].stream_seq, 2);
+    assert_eq!(
+        first["hash"].as_str().unwrap(),
+        hex::encode(&rows[0].hash),
+        "the answer names the record's hash"
+    );
+    let url = db.url_string();
+    let (code, _, err) = vidne(&["verify", "--database", &url]);
+    assert_eq!(code, 0, "{err}");
+    handle.stop(true).await;
+}
