@@ -14,6 +14,7 @@ pub mod cli;
 pub mod db;
 pub mod domain;
 pub mod http;
+pub mod idempotency;
 pub mod ledger;
 pub mod record;
 pub mod spec;

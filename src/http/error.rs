@@ -31,6 +31,10 @@ pub enum ApiError {
     TooLarge,
     #[error("{0}")]
     Unavailable(String),
+    /// The append's commit was sent and its outcome is unknown: the caller must look
+    /// before trying again, which could append twice.
+    #[error("{0}")]
+    CommitUnknown(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -58,9 +62,8 @@ impl From<AppendError> for ApiError {
         match e {
             AppendError::Invalid(f) => f.into(),
             e @ AppendError::Conflict { .. } => ApiError::Conflict(e.to_string()),
-            e @ (AppendError::Unavailable(_) | AppendError::CommitUnknown(_)) => {
-                ApiError::Unavailable(e.to_string())
-            }
+            e @ AppendError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            e @ AppendError::CommitUnknown(_) => ApiError::CommitUnknown(e.to_string()),
         }
     }
 }
@@ -110,7 +113,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::CommitUnknown(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,6 +129,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => ("conflict", None),
             ApiError::TooLarge => ("payload_too_large", None),
             ApiError::Unavailable(_) => ("unavailable", None),
+            ApiError::CommitUnknown(_) => ("commit_unknown", None),
             ApiError::Internal(e) => {
                 // The cause goes to the log, never to the caller.
                 tracing::error!(error = ?e, "internal error");

@@ -5,18 +5,21 @@ mod auth;
 mod clients;
 mod error;
 mod health;
+mod idempotency;
 mod keys;
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::{web, App, HttpServer};
+use actix_web::{middleware, web, App, HttpServer};
 use tracing_actix_web::TracingLogger;
 
 use crate::app::Commands;
 use crate::auth::store::KeyStore;
 use crate::db::{self, DatabaseUrl, Db};
 use crate::domain::values::Timestamp;
+use crate::idempotency::IdempotencyStore;
 use crate::ledger::{Ledger, LedgerOptions, Reader};
 
 pub use error::ApiError;
@@ -39,6 +42,10 @@ pub struct AppState {
     pub ledger: Ledger,
     pub commands: Commands,
     pub keys: KeyStore,
+    pub idempotency: IdempotencyStore,
+    /// Key of the request fingerprints kept for `Idempotency-Key` (a deployment secret,
+    /// so that a stored fingerprint reveals nothing of a request that held a CPR).
+    pub fingerprint_key: Arc<[u8; 32]>,
 }
 
 impl AppState {
@@ -66,9 +73,15 @@ impl Application {
         let write_db = Db::connect(&config.database, "vidne-writer", 1).await?;
         let ledger = Ledger::start(write_db.clone(), LedgerOptions::default());
         let reader = Reader::new(read_db.clone());
+        // TODO(pepper): derived from the deployment's CPR pepper once `serve` has one;
+        // until then random per process, so replays hold within one process only.
+        let mut fingerprint_key = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut fingerprint_key);
         let state = AppState {
             commands: Commands::new(ledger.clone(), reader.clone()),
             keys: KeyStore::new(read_db.clone()),
+            idempotency: IdempotencyStore::new(read_db.clone()),
+            fingerprint_key: Arc::new(fingerprint_key),
             reader,
             ledger: ledger.clone(),
         };
@@ -78,6 +91,7 @@ impl Application {
         let max_body = config.max_body_bytes;
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(middleware::from_fn(idempotency::idempotency))
                 .wrap(TracingLogger::default())
                 .app_data(web::Data::new(state.clone()))
                 .app_data(

@@ -42,7 +42,11 @@ async fn post(http: &Client, url: &str, key: Option<&str>, body: Value) -> (Stat
     (status, r.json().await.unwrap())
 }
 
-both_backends!(keys_and_roles, clients_are_registered_per_environment);
+both_backends!(
+    keys_and_roles,
+    clients_are_registered_per_environment,
+    idempotency_keys_replay_the_first_answer
+);
 
 async fn keys_and_roles(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -186,5 +190,95 @@ async fn clients_are_registered_per_environment(backend: Backend) {
     let url = db.url_string();
     let (code, _, err) = vidne(&["verify", "--database", &url]);
     assert_eq!(code, 0, "{err}");
+    handle.stop(true).await;
+}
+
+async fn post_idem(
+    http: &Client,
+    url: &str,
+    key: &str,
+    idem: &str,
+    body: &Value,
+) -> (StatusCode, bool, Value) {
+    let r = http
+        .post(url)
+        .bearer_auth(key)
+        .header("Idempotency-Key", idem)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let replayed = r.headers().get("idempotent-replayed").is_some();
+    (r.status(), replayed, r.json().await.unwrap())
+}
+
+async fn idempotency_keys_replay_the_first_answer(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let admin = cli_key(&db, "admin");
+    let other_admin = cli_key(&db, "admin");
+    let (base, handle) = spawn_app(&db).await;
+    let http = Client::new();
+    let clients = format!("{base}/v1/clients");
+    let reader = vidne::ledger::Reader::new(db.pool(1).await);
+    let acme = json!({"client_id": "sp-acme", "environment": "PROD", "name": "Acme Bank"});
+
+    let (status, replayed, first) = post_idem(&http, &clients, &admin, "reg-1", &acme).await;
+    assert_eq!((status.as_u16(), replayed), (201, false), "{first}");
+    let (status, replayed, again) = post_idem(&http, &clients, &admin, "reg-1", &acme).await;
+    assert_eq!((status.as_u16(), replayed), (201, true));
+    assert_eq!(again, first, "a retry gets the first answer");
+    assert_eq!(reader.count().await.unwrap(), 1, "and appends nothing");
+
+    // The same key with another request is refused.
+    let other = json!({"client_id": "sp-other", "environment": "PROD", "name": "Other"});
+    let (status, _, err) = post_idem(&http, &clients, &admin, "reg-1", &other).await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["field"], "Idempotency-Key");
+    assert_eq!(reader.count().await.unwrap(), 1);
+
+    // Keys belong to their caller: another key's "reg-1" is a request of its own.
+    let (status, replayed, err) = post_idem(&http, &clients, &other_admin, "reg-1", &acme).await;
+    assert_eq!((status.as_u16(), replayed), (400, false), "{err}");
+    assert_eq!(err["error_description"], "client_already_registered");
+    // A refusal is an answer too, and is replayed.
+    let (status, replayed, _) = post_idem(&http, &clients, &other_admin, "reg-1", &acme).await;
+    assert_eq!((status.as_u16(), replayed), (400, true));
+
+    for bad in ["", "caf\u{e9}", &"k".repeat(256), "two words"] {
+        let r = http
+            .post(&clients)
+            .bearer_auth(&admin)
+            .header("Idempotency-Key", bad)
+            .json(&other)
+            .send()
+            .await;
+        // reqwest refuses some header values itself; the server must refuse the rest.
+        if let Ok(r) = r {
+            assert_eq!(r.status(), 400, "{bad:?}");
+            assert_eq!(r.json::<Value>().await.unwrap()["field"], "Idempotency-Key");
+        }
+    }
+    assert_eq!(reader.count().await.unwrap(), 1);
+
+    // A new API key is shown once: a retry is told so, and no second key is made.
+    let keys = format!("{base}/v1/keys");
+    let body = json!({"role": "auditor", "name": "supervisor"});
+    let (status, _, made) = post_idem(&http, &keys, &admin, "key-1", &body).await;
+    assert_eq!(status, 201);
+    let (status, _, err) = post_idem(&http, &keys, &admin, "key-1", &body).await;
+    assert_eq!(status, 409, "{err}");
+    assert!(!err.to_string().contains(made["key"].as_str().unwrap()));
+
+    // Concurrent retries: one runs, the others wait their turn or are replayed.
+    let current = json!({"client_id": "sp-acme", "environment": "CURRENT", "name": "Acme"});
+    let tries = (0..8).map(|_| post_idem(&http, &clients, &admin, "reg-2", &current));
+    let answers = futures::future::join_all(tries).await;
+    let ran = answers.iter().filter(|(s, r, _)| *s == 201 && !*r).count();
+    assert_eq!(ran, 1, "{answers:?}");
+    assert!(
+        answers.iter().all(|(s, _, _)| *s == 201 || *s == 409),
+        "{answers:?}"
+    );
+    assert_eq!(reader.count().await.unwrap(), 2);
     handle.stop(true).await;
 }
