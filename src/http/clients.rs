@@ -3,27 +3,35 @@
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::require;
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::auth::{Principal, Role};
 use crate::domain::client::{Client, ClientCommand, ClientEvent};
 use crate::domain::values::{ClientId, Environment};
 use crate::record::StreamId;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterClient {
+    /// The SP's OIDC `client_id`.
     client_id: String,
+    /// `CURRENT` or `PROD`: each is registered separately (seed 003).
     environment: String,
+    /// The SP's display name, 1 to 200 characters.
     name: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Registered {
+    #[schema(value_type = String)]
     client_id: ClientId,
+    #[schema(value_type = String)]
     environment: Environment,
     name: String,
+    /// The `client.registered` record's ledger `seq` and record hash (hex).
     seq: u64,
     hash: String,
 }
@@ -32,7 +40,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/clients", web::post().to(register));
 }
 
-async fn register(
+/// Registers an SP client in one environment (admin).
+#[utoipa::path(
+    post,
+    path = "/v1/clients",
+    request_body = RegisterClient,
+    responses(
+        (status = 201, description = "Recorded as `client.registered`", body = Registered),
+        (status = 400, description = "Invalid, or already registered in that environment", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 403, description = "Not an admin key", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn register(
     principal: Principal,
     state: web::Data<AppState>,
     body: web::Json<RegisterClient>,

@@ -3,23 +3,29 @@
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::require;
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::auth::{Principal, Role};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    /// `admin`, `broker`, `auditor` or `sp:<client_id>`.
     role: String,
+    /// Who or what holds the key, 1 to 100 characters.
     name: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CreatedKey<'a> {
     key_id: &'a str,
     name: &'a str,
+    #[schema(value_type = String)]
     role: &'a Role,
+    /// The key itself: shown in this answer only, stored as its SHA-256.
     key: &'a str,
 }
 
@@ -27,7 +33,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/keys", web::post().to(create));
 }
 
-async fn create(
+/// Makes an API key for a role (admin).
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    request_body = CreateKey,
+    responses(
+        (status = 201, description = "The key, shown once", body = CreatedKey),
+        (status = 400, description = "Bad role or name", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 403, description = "Not an admin key", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
     principal: Principal,
     state: web::Data<AppState>,
     body: web::Json<CreateKey>,

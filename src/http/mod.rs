@@ -7,6 +7,7 @@ mod error;
 mod health;
 mod idempotency;
 mod keys;
+mod openapi;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -104,6 +105,7 @@ impl Application {
                 .configure(health::routes)
                 .configure(keys::routes)
                 .configure(clients::routes)
+                .configure(openapi::routes)
                 .default_service(web::to(error::not_found))
         })
         .listen(listener)?

@@ -42,6 +42,47 @@ async fn post(http: &Client, url: &str, key: Option<&str>, body: Value) -> (Stat
     (status, r.json().await.unwrap())
 }
 
+/// The OpenAPI document is generated from the code and Swagger UI is served from files
+/// built into the binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_and_swagger_ui() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (base, handle) = spawn_app(&db).await;
+    let http = Client::new();
+    let doc: Value = http
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/v1/keys", "/v1/clients"] {
+        let op = &doc["paths"][path]["post"];
+        assert!(op["responses"]["201"].is_object(), "{path}: {op}");
+        assert_eq!(op["security"][0]["bearer"], json!([]), "{path}");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let page = http
+        .get(format!("{base}/swagger/index.html"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("swagger-ui"));
+    let css = http
+        .get(format!("{base}/swagger/swagger-ui.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), 200);
+    handle.stop(true).await;
+}
+
 both_backends!(
     keys_and_roles,
     clients_are_registered_per_environment,
