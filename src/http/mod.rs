@@ -2,12 +2,19 @@
 //! writer and binds its own listener, so tests start it on port 0 and read the port back.
 
 mod auth;
+mod broker;
 mod clients;
 mod error;
 mod health;
 mod keys;
+mod maintenance;
+pub mod pepper;
+mod registry;
+mod sessions;
+mod transfers;
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
@@ -16,7 +23,8 @@ use tracing_actix_web::TracingLogger;
 use crate::app::Commands;
 use crate::auth::store::KeyStore;
 use crate::db::{self, DatabaseUrl, Db};
-use crate::domain::values::Timestamp;
+use crate::domain::session::SessionServices;
+use crate::domain::values::{Pepper, Timestamp};
 use crate::ledger::{Ledger, LedgerOptions, Reader};
 
 pub use error::ApiError;
@@ -30,6 +38,9 @@ pub struct ServeConfig {
     pub read_connections: u32,
     /// Largest JSON body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// The CPR pepper; `None`: required on PostgreSQL, kept in a file next to an SQLite
+    /// database (see [`pepper`]).
+    pub cpr_pepper: Option<Pepper>,
 }
 
 /// Shared by every handler.
@@ -39,6 +50,10 @@ pub struct AppState {
     pub ledger: Ledger,
     pub commands: Commands,
     pub keys: KeyStore,
+    /// The registered SP clients, as `client.registered` records say.
+    pub clients: Arc<registry::ClientsView>,
+    /// What sessions need: the CPR pepper and the client registry.
+    pub sessions: SessionServices,
 }
 
 impl AppState {
@@ -62,11 +77,18 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
+        let pepper = pepper::resolve(&config.database, config.cpr_pepper.clone())?;
         let read_db = db::open(&config.database, "vidne", config.read_connections.max(1)).await?;
         let write_db = Db::connect(&config.database, "vidne-writer", 1).await?;
         let ledger = Ledger::start(write_db.clone(), LedgerOptions::default());
         let reader = Reader::new(read_db.clone());
+        let clients = Arc::new(registry::ClientsView::load(&reader).await?);
         let state = AppState {
+            sessions: SessionServices {
+                pepper,
+                clients: clients.registry(),
+            },
+            clients,
             commands: Commands::new(ledger.clone(), reader.clone()),
             keys: KeyStore::new(read_db.clone()),
             reader,
@@ -90,6 +112,9 @@ impl Application {
                 .configure(health::routes)
                 .configure(keys::routes)
                 .configure(clients::routes)
+                .configure(sessions::routes)
+                .configure(transfers::routes)
+                .configure(maintenance::routes)
                 .default_service(web::to(error::not_found))
         })
         .listen(listener)?
