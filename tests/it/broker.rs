@@ -507,6 +507,21 @@ async fn controlled_transfer(backend: Backend) {
         Some("code"),
     )
     .await;
+    // Expired: a code valid for one second, exchanged after it.
+    let mut short = issue.clone();
+    short["code"] = "short-lived".into();
+    short["expires_at"] = (chrono::Utc::now() + chrono::Duration::seconds(1))
+        .to_rfc3339()
+        .into();
+    b.ok(&format!("{s}/transfers"), short).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    b.refused(
+        "/v1/transfers/short-lived/exchange",
+        body.clone(),
+        "mitid_invalid_transfer_token_code",
+        Some("code"),
+    )
+    .await;
     // Issuing needs a MitID session that is open.
     b.refused(
         "/v1/sessions/s-none/transfers",
@@ -675,6 +690,14 @@ async fn refusals_append_nothing(backend: Backend) {
         )
         .await;
     assert_eq!(status, 400);
+    // Larger than the body limit: 413, in the same error shape.
+    let big = json!({"transaction_id": "tx-1", "transaction_text": "A".repeat(70 * 1024),
+                     "transaction_text_type": "text"});
+    let (status, out) = b.post(&format!("{s}/signings"), big).await;
+    assert_eq!(
+        (status, out["error"].as_str()),
+        (413, Some("payload_too_large"))
+    );
     assert_eq!(b.count().await, before);
     b.records().await;
     b.stop().await;
@@ -944,4 +967,18 @@ async fn cpr_pepper_is_required_or_kept_next_to_the_sqlite_file() {
     handle.stop(true).await;
     running.await.unwrap().unwrap();
     assert_eq!(std::fs::read_to_string(&file).unwrap(), first, "reused");
+}
+
+/// `vidne serve --help` lists the setting but never shows the pepper it was given.
+#[test]
+fn serve_help_hides_the_pepper() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidne"))
+        .args(["serve", "--help"])
+        .env("VIDNE_CPR_PEPPER", "a-secret-pepper-of-some-length")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("--cpr-pepper"), "{text}");
+    assert!(text.contains("VIDNE_CPR_PEPPER"), "{text}");
+    assert!(!text.contains("a-secret-pepper"), "{text}");
 }
