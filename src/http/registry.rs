@@ -16,7 +16,7 @@ const PAGE: u32 = 1000;
 
 pub struct ClientsView {
     clients: Arc<RegisteredClients>,
-    /// The last `seq` read from the ledger.
+    /// The last `seq` up to which the ledger has been read.
     scanned: tokio::sync::Mutex<Option<u64>>,
 }
 
@@ -31,13 +31,20 @@ impl ClientsView {
         Ok(view)
     }
 
-    /// Reads the `client.registered` records appended since the last read.
+    /// Reads the `client.registered` records appended since the last read: only the
+    /// `seq` range between the head then and the head now is scanned.
     pub async fn catch_up(&self, reader: &Reader) -> anyhow::Result<()> {
         let mut scanned = self.scanned.lock().await;
+        // Every record below the head's `next_seq` is committed.
+        let Some(to) = reader.head().await?.next_seq.checked_sub(1) else {
+            return Ok(());
+        };
         loop {
-            let rows = reader.of_type("client.registered", *scanned, PAGE).await?;
+            let rows = reader
+                .of_type("client.registered", *scanned, to, PAGE)
+                .await?;
             let done = rows.len() < PAGE as usize;
-            for row in rows {
+            for row in &rows {
                 let record: Value = serde_json::from_slice(&row.canonical)?;
                 let version = record["version"].as_u64().unwrap_or(0);
                 let event = ClientEvent::from_record_parts(
@@ -47,11 +54,12 @@ impl ClientsView {
                 )
                 .map_err(|e| anyhow::anyhow!("record {}: {}: {}", row.seq, e.field, e.reason))?;
                 self.clients.record(&event);
-                *scanned = Some(row.seq.max(0) as u64);
             }
             if done {
+                *scanned = Some(to);
                 return Ok(());
             }
+            *scanned = rows.last().map(|r| r.seq.max(0) as u64);
         }
     }
 
