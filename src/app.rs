@@ -28,6 +28,53 @@ pub enum CommandError {
     },
 }
 
+/// What the stream must look like before a command runs.
+#[derive(Clone, Debug)]
+pub enum Expect {
+    /// Anything: the aggregate's own rules decide.
+    Any,
+    /// No record yet (creating), else this refusal.
+    New(DomainError),
+    /// At least one record, else this refusal.
+    Existing(DomainError),
+}
+
+impl Expect {
+    fn check(&self, last: u64) -> Result<(), DomainError> {
+        match self {
+            Expect::New(e) if last > 0 => Err(e.clone()),
+            Expect::Existing(e) if last == 0 => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The records `events` become on `stream`, after its record `last`.
+fn new_events<E: LedgerEvent>(
+    stream: &StreamId,
+    actor: &Actor,
+    last: u64,
+    events: &[E],
+) -> Result<Vec<NewEvent>, DomainError> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let (event_type, version, data) = e.to_record_parts()?;
+            Ok(NewEvent {
+                stream_seq: last + 1 + i as u64,
+                event: Event {
+                    stream: stream.clone(),
+                    event_type,
+                    version,
+                    actor: actor.clone(),
+                    data,
+                },
+            })
+        })
+        .collect()
+}
+
 /// Times a command is decided again after losing a race for its stream.
 const ATTEMPTS: usize = 3;
 
@@ -63,25 +110,36 @@ impl Commands {
         A::Event: LedgerEvent,
         A::Command: Clone,
     {
+        self.execute_all::<A>(stream, actor, vec![command], services, Expect::Any)
+            .await
+    }
+
+    /// Decides `commands` one after the other on the aggregate of `stream` (each on the
+    /// state the ones before it left) and appends all their events in one batch, or
+    /// nothing if any is refused or the stream is not as `expect` says.
+    pub async fn execute_all<A>(
+        &self,
+        stream: &StreamId,
+        actor: &Actor,
+        commands: Vec<A::Command>,
+        services: &A::Services,
+        expect: Expect,
+    ) -> Result<Executed<A::Event>, CommandError>
+    where
+        A: Aggregate<Error = DomainError> + Default,
+        A::Event: LedgerEvent,
+        A::Command: Clone,
+    {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let (mut aggregate, last) = self.load::<A>(stream).await?;
-            let events = domain::decide(&mut aggregate, command.clone(), services).await?;
-            let mut new = Vec::with_capacity(events.len());
-            for (i, e) in events.iter().enumerate() {
-                let (event_type, version, data) = e.to_record_parts().map_err(DomainError::from)?;
-                new.push(NewEvent {
-                    stream_seq: last + 1 + i as u64,
-                    event: Event {
-                        stream: stream.clone(),
-                        event_type,
-                        version,
-                        actor: actor.clone(),
-                        data,
-                    },
-                });
+            expect.check(last)?;
+            let mut events = Vec::new();
+            for command in commands.iter().cloned() {
+                events.extend(domain::decide(&mut aggregate, command, services).await?);
             }
+            let new = new_events(stream, actor, last, &events)?;
             if new.is_empty() {
                 return Ok(Executed { events: Vec::new() });
             }
@@ -95,6 +153,64 @@ impl Commands {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Decides one command on each of two aggregates (two streams) and appends both
+    /// commands' events in one batch: both are recorded, or neither.
+    pub async fn execute_pair<A, B>(
+        &self,
+        actor: &Actor,
+        a: (&StreamId, A::Command, &A::Services),
+        b: (&StreamId, B::Command, &B::Services),
+    ) -> Result<(Executed<A::Event>, Executed<B::Event>), CommandError>
+    where
+        A: Aggregate<Error = DomainError> + Default,
+        A::Event: LedgerEvent,
+        A::Command: Clone,
+        B: Aggregate<Error = DomainError> + Default,
+        B::Event: LedgerEvent,
+        B::Command: Clone,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (mut agg_a, last_a) = self.load::<A>(a.0).await?;
+            let (mut agg_b, last_b) = self.load::<B>(b.0).await?;
+            let events_a = domain::decide(&mut agg_a, a.1.clone(), a.2).await?;
+            let events_b = domain::decide(&mut agg_b, b.1.clone(), b.2).await?;
+            let mut new = new_events(a.0, actor, last_a, &events_a)?;
+            new.extend(new_events(b.0, actor, last_b, &events_b)?);
+            if new.is_empty() {
+                return Ok((
+                    Executed { events: Vec::new() },
+                    Executed { events: Vec::new() },
+                ));
+            }
+            match self.ledger.append(new).await {
+                Ok(mut acks) => {
+                    let acks_b = acks.split_off(events_a.len());
+                    return Ok((
+                        Executed {
+                            events: events_a.into_iter().zip(acks).collect(),
+                        },
+                        Executed {
+                            events: events_b.into_iter().zip(acks_b).collect(),
+                        },
+                    ));
+                }
+                Err(AppendError::Conflict { .. }) if attempt < ATTEMPTS => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The aggregate as its stream's records now leave it (for reads at the edge).
+    pub async fn state<A>(&self, stream: &StreamId) -> Result<A, CommandError>
+    where
+        A: Aggregate + Default,
+        A::Event: LedgerEvent,
+    {
+        Ok(self.load::<A>(stream).await?.0)
     }
 
     /// The aggregate as its stream's records leave it, and its last `stream_seq`.

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::auth::store::{KeyError, KeyStore};
 use crate::auth::Role;
 use crate::db::{self, DatabaseUrl};
+use crate::domain::values::Pepper;
 use crate::http::{Application, ServeConfig};
 use crate::ledger::Reader;
 use crate::verify::{self, VerifyError};
@@ -68,6 +69,11 @@ pub enum Command {
         /// Largest JSON request body, in bytes.
         #[arg(long, env = "VIDNE_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
         max_body_bytes: usize,
+        /// The CPR pepper (SPEC section 6), at least 16 bytes; required with PostgreSQL.
+        /// Without it on SQLite, one is made and kept in `<database file>.pepper` (0600).
+        /// Prefer the environment variable: a flag shows in the process list.
+        #[arg(long, env = "VIDNE_CPR_PEPPER", hide_env_values = true)]
+        cpr_pepper: Option<String>,
     },
     /// Apply the database migrations and exit.
     Migrate {
@@ -137,12 +143,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             listen,
             read_connections,
             max_body_bytes,
+            cpr_pepper,
         } => {
+            let cpr_pepper = cpr_pepper
+                .map(|p| Pepper::new(p.into_bytes()))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--cpr-pepper: {}", e.reason))?;
             let app = Application::build(ServeConfig {
                 database: database.url.clone(),
                 listen: listen.clone(),
                 read_connections,
                 max_body_bytes,
+                cpr_pepper,
             })
             .await?;
             tracing::info!(database = %database.url, port = app.port(), "vidne serving on {listen}");

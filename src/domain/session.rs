@@ -383,6 +383,21 @@ impl Session {
         self.logged_out
     }
 
+    /// The SP client and environment of an open transaction of an accepting session, or
+    /// the refusal any command on it would get (for the edge, which needs them to issue a
+    /// Controlled Transfer code on the code's own stream).
+    pub fn transaction_origin(
+        &self,
+        id: &TransactionId,
+    ) -> Result<(ClientId, Environment), DomainError> {
+        self.accepting()?;
+        let tx = self.open_transaction(id)?;
+        let environment = self
+            .environment
+            .ok_or_else(|| DomainError::invalid("session_id", UNKNOWN_SESSION))?;
+        Ok((tx.client_id.clone(), environment))
+    }
+
     /// Refuses anything on a session that does not exist or has logged out.
     fn accepting(&self) -> Result<Idp, DomainError> {
         if self.logged_out {

@@ -459,6 +459,15 @@ impl Pepper {
         mac.update(&cpr.0);
         CprRef(hex::encode(mac.finalize().into_bytes()))
     }
+
+    /// A key of its own for another use of the same secret: `HMAC-SHA256(pepper,
+    /// "vidne:<purpose>")`, which no `cpr_ref` input (`dk:…`) can equal.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"vidne:");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
 }
 
 impl fmt::Debug for Pepper {

@@ -1,5 +1,6 @@
 //! `POST /v1/clients` (admin): registers an SP client in one environment, as a
-//! `client.registered` event on `client:<client_id>`.
+//! `client.registered` event on `client:<client_id>`, then fed to the sessions' view of
+//! registered clients.
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,7 @@ pub async fn register(
             "client registration appended nothing"
         )));
     };
+    state.clients.record(&ClientEvent::Registered(e.clone()));
     Ok(HttpResponse::Created().json(Registered {
         client_id: e.client_id,
         environment: e.environment,

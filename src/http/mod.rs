@@ -2,12 +2,18 @@
 //! writer and binds its own listener, so tests start it on port 0 and read the port back.
 
 mod auth;
+mod broker;
 mod clients;
 mod error;
 mod health;
 mod idempotency;
 mod keys;
+mod maintenance;
 mod openapi;
+pub mod pepper;
+mod registry;
+mod sessions;
+mod transfers;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -19,7 +25,8 @@ use tracing_actix_web::TracingLogger;
 use crate::app::Commands;
 use crate::auth::store::KeyStore;
 use crate::db::{self, DatabaseUrl, Db};
-use crate::domain::values::Timestamp;
+use crate::domain::session::SessionServices;
+use crate::domain::values::{Pepper, Timestamp};
 use crate::idempotency::IdempotencyStore;
 use crate::ledger::{Ledger, LedgerOptions, Reader};
 
@@ -34,6 +41,9 @@ pub struct ServeConfig {
     pub read_connections: u32,
     /// Largest JSON body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// The CPR pepper; `None`: required on PostgreSQL, kept in a file next to an SQLite
+    /// database (see [`pepper`]).
+    pub cpr_pepper: Option<Pepper>,
 }
 
 /// Shared by every handler.
@@ -44,9 +54,13 @@ pub struct AppState {
     pub commands: Commands,
     pub keys: KeyStore,
     pub idempotency: IdempotencyStore,
-    /// Key of the request fingerprints kept for `Idempotency-Key` (a deployment secret,
-    /// so that a stored fingerprint reveals nothing of a request that held a CPR).
+    /// Key of the request fingerprints kept for `Idempotency-Key`, derived from the
+    /// pepper: a stored fingerprint reveals nothing of a request that held a CPR.
     pub fingerprint_key: Arc<[u8; 32]>,
+    /// The registered SP clients, as `client.registered` records say.
+    pub clients: Arc<registry::ClientsView>,
+    /// What sessions need: the CPR pepper and the client registry.
+    pub sessions: SessionServices,
 }
 
 impl AppState {
@@ -70,15 +84,19 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
+        let pepper = pepper::resolve(&config.database, config.cpr_pepper.clone())?;
         let read_db = db::open(&config.database, "vidne", config.read_connections.max(1)).await?;
         let write_db = Db::connect(&config.database, "vidne-writer", 1).await?;
         let ledger = Ledger::start(write_db.clone(), LedgerOptions::default());
         let reader = Reader::new(read_db.clone());
-        // TODO(pepper): derived from the deployment's CPR pepper once `serve` has one;
-        // until then random per process, so replays hold within one process only.
-        let mut fingerprint_key = [0u8; 32];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut fingerprint_key);
+        let fingerprint_key = pepper.derive_key("idempotency fingerprint");
+        let clients = Arc::new(registry::ClientsView::load(&reader).await?);
         let state = AppState {
+            sessions: SessionServices {
+                pepper,
+                clients: clients.registry(),
+            },
+            clients,
             commands: Commands::new(ledger.clone(), reader.clone()),
             keys: KeyStore::new(read_db.clone()),
             idempotency: IdempotencyStore::new(read_db.clone()),
@@ -105,6 +123,9 @@ impl Application {
                 .configure(health::routes)
                 .configure(keys::routes)
                 .configure(clients::routes)
+                .configure(sessions::routes)
+                .configure(transfers::routes)
+                .configure(maintenance::routes)
                 .configure(openapi::routes)
                 .default_service(web::to(error::not_found))
         })

@@ -141,6 +141,41 @@ impl Reader {
         }
     }
 
+    /// Up to `limit` records of type `event_type` with `after < seq <= to`, in `seq`
+    /// order. (No index on the type: the `seq` range bounds the scan.)
+    pub async fn of_type(
+        &self,
+        event_type: &str,
+        after: Option<u64>,
+        to: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredRow>, sqlx::Error> {
+        let after = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
+        let to = i64::try_from(to).unwrap_or(i64::MAX);
+        match &self.db {
+            Db::Postgres(p) => {
+                let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE event_type = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4");
+                sqlx::query_as(&sql)
+                    .bind(event_type)
+                    .bind(after)
+                    .bind(to)
+                    .bind(i64::from(limit))
+                    .fetch_all(p)
+                    .await
+            }
+            Db::Sqlite(p) => {
+                let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE event_type = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4");
+                sqlx::query_as(&sql)
+                    .bind(event_type)
+                    .bind(after)
+                    .bind(to)
+                    .bind(i64::from(limit))
+                    .fetch_all(p)
+                    .await
+            }
+        }
+    }
+
     /// The row at `seq`, if there is one.
     pub async fn get(&self, seq: u64) -> Result<Option<StoredRow>, sqlx::Error> {
         Ok(self.range(seq, seq, 1).await?.into_iter().next())

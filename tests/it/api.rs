@@ -9,7 +9,7 @@ use crate::both_backends;
 use crate::helpers::{spawn_app, vidne, Backend, TestDb};
 
 /// A key made the way an operator makes the first one: `vidne keys create`.
-fn cli_key(db: &TestDb, role: &str) -> String {
+pub fn cli_key(db: &TestDb, role: &str) -> String {
     let url = db.url_string();
     let (code, out, err) = vidne(&[
         "keys",
@@ -29,7 +29,7 @@ fn cli_key(db: &TestDb, role: &str) -> String {
     key
 }
 
-async fn post(http: &Client, url: &str, key: Option<&str>, body: Value) -> (StatusCode, Value) {
+pub async fn post(http: &Client, url: &str, key: Option<&str>, body: Value) -> (StatusCode, Value) {
     let mut req = http.post(url).json(&body);
     if let Some(key) = key {
         req = req.bearer_auth(key);

@@ -191,6 +191,9 @@ pub async fn kill_backends(pool: &sqlx::PgPool, application_name: &str) {
     .unwrap();
 }
 
+/// The CPR pepper of the services the tests start.
+pub const TEST_PEPPER: &[u8] = b"vidne-test-pepper-0123456789abcdef";
+
 /// The service on `db`, on a free port: its base URL and a handle that stops it.
 pub async fn spawn_app(db: &TestDb) -> (String, actix_web::dev::ServerHandle) {
     let app = vidne::http::Application::build(vidne::http::ServeConfig {
@@ -198,6 +201,7 @@ pub async fn spawn_app(db: &TestDb) -> (String, actix_web::dev::ServerHandle) {
         listen: "127.0.0.1:0".into(),
         read_connections: 2,
         max_body_bytes: 64 * 1024,
+        cpr_pepper: Some(vidne::domain::values::Pepper::new(TEST_PEPPER).unwrap()),
     })
     .await
     .unwrap();

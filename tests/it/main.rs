@@ -5,6 +5,7 @@ mod helpers;
 
 mod api;
 mod append;
+mod broker;
 mod fixture;
 mod service;
 mod tamper;

@@ -1,0 +1,58 @@
+//! `POST /v1/transfers/{code}/exchange` (broker): SP B exchanged a MitID Controlled
+//! Transfer code with its Transfer Token Text, recorded on `transfer:<code>`. Issuing a
+//! code is `POST /v1/sessions/{id}/transfers`.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::broker::{recorded, BrokerCall, RecordedEvent};
+use super::{ApiError, AppState};
+use crate::domain::transfer::{ControlledTransfer, TransferCommand};
+use crate::domain::values::{ClientId, SessionId, TransactionId, TransferCode};
+use crate::record::StreamId;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeIn {
+    transfer_token_text: String,
+    /// SP B, and the session and transaction its login goes to.
+    client_id: String,
+    session_id: String,
+    transaction_id: String,
+}
+
+#[derive(Serialize)]
+pub struct ExchangeOut {
+    code: TransferCode,
+    records: Vec<RecordedEvent>,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/transfers/{code}/exchange", web::post().to(exchange));
+}
+
+async fn exchange(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    call: BrokerCall<ExchangeIn>,
+) -> Result<HttpResponse, ApiError> {
+    let (principal, body) = (call.principal, call.body);
+    let code = TransferCode::parse(path.into_inner())?;
+    let command = TransferCommand::Exchange {
+        code: code.clone(),
+        transfer_token_text: body.transfer_token_text,
+        client_id: ClientId::parse(body.client_id)?,
+        session_id: SessionId::parse(body.session_id)?,
+        transaction_id: TransactionId::parse(body.transaction_id)?,
+        at: state.now()?,
+    };
+    let stream = StreamId::parse(format!("transfer:{code}"))?;
+    let done = state
+        .commands
+        .execute::<ControlledTransfer>(&stream, &principal.actor()?, command, &())
+        .await?;
+    Ok(HttpResponse::Created().json(ExchangeOut {
+        records: recorded(&stream, &done),
+        code,
+    }))
+}
