@@ -1,55 +1,22 @@
 //! What the broker routes share: the role check, the answer listing what was recorded,
 //! and ids made by Vidne when the caller gives none.
 
-use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use futures::future::LocalBoxFuture;
 use rand_core::{OsRng, RngCore};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::auth::require;
+use super::auth::{Broker, Call};
 use super::ApiError;
 use crate::app::Executed;
-use crate::auth::{Principal, Role};
 use crate::domain::LedgerEvent;
 use crate::record::StreamId;
 
-/// Every broker route is for the broker's key alone: the admin manages keys and clients,
-/// and what a broker records is its own evidence.
-pub fn broker_only(principal: &Principal) -> Result<(), ApiError> {
-    require(principal, |r| *r == Role::Broker)
-}
-
-/// A broker route's caller and JSON body, extracted in that order: the key and its role
-/// are checked before the body is read, so a caller without the role gets 401/403
-/// whatever it sent (actix-web would otherwise race the extractors).
-pub struct BrokerCall<T> {
-    pub principal: Principal,
-    pub body: T,
-}
-
-impl<T: DeserializeOwned + 'static> FromRequest for BrokerCall<T> {
-    type Error = actix_web::Error;
-    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        let mut payload = payload.take();
-        Box::pin(async move {
-            let principal = Principal::from_request(&req, &mut Payload::None).await?;
-            broker_only(&principal)?;
-            let body = web::Json::<T>::from_request(&req, &mut payload).await?;
-            Ok(BrokerCall {
-                principal,
-                body: body.into_inner(),
-            })
-        })
-    }
-}
+/// A broker route's caller and JSON body, role checked before the body is read. Every
+/// broker route is for the broker's key alone: the admin manages keys and clients, and
+/// what a broker records is its own evidence.
+pub type BrokerCall<T> = Call<T, Broker>;
 
 /// One appended record, as the answer shows it.
 #[derive(Serialize)]

@@ -6,10 +6,9 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::require;
+use super::auth::{Admin, Call};
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
-use crate::auth::{Principal, Role};
 use crate::domain::client::{Client, ClientCommand, ClientEvent};
 use crate::domain::values::{ClientId, Environment};
 use crate::record::StreamId;
@@ -55,12 +54,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     security(("bearer" = []))
 )]
 pub async fn register(
-    principal: Principal,
+    call: Call<RegisterClient, Admin>,
     state: web::Data<AppState>,
-    body: web::Json<RegisterClient>,
 ) -> Result<HttpResponse, ApiError> {
-    require(&principal, |r| *r == Role::Admin)?;
-    let body = body.into_inner();
+    let (principal, body) = (call.principal, call.body);
     let client_id = ClientId::parse(body.client_id)?;
     let command = ClientCommand::Register {
         client_id: client_id.clone(),

@@ -5,10 +5,10 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::require;
+use super::auth::{Admin, Call};
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
-use crate::auth::{Principal, Role};
+use crate::auth::Role;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -47,11 +47,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     security(("bearer" = []))
 )]
 pub async fn create(
-    principal: Principal,
+    call: Call<CreateKey, Admin>,
     state: web::Data<AppState>,
-    body: web::Json<CreateKey>,
 ) -> Result<HttpResponse, ApiError> {
-    require(&principal, |r| *r == Role::Admin)?;
+    let (principal, body) = (call.principal, call.body);
     let role = Role::parse(&body.role)?;
     let made = state
         .keys

@@ -84,6 +84,7 @@ async fn openapi_document_and_swagger_ui() {
 }
 
 both_backends!(
+    admin_routes_role_matrix,
     keys_and_roles,
     clients_are_registered_per_environment,
     idempotency_keys_replay_the_first_answer
@@ -321,5 +322,43 @@ async fn idempotency_keys_replay_the_first_answer(backend: Backend) {
         "{answers:?}"
     );
     assert_eq!(reader.count().await.unwrap(), 2);
+    handle.stop(true).await;
+}
+
+/// `/v1/keys` and `/v1/clients` with every role's key and with none, each with a valid and
+/// an invalid body: the role is decided before the body is read.
+async fn admin_routes_role_matrix(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let admin = cli_key(&db, "admin");
+    let others = [
+        cli_key(&db, "broker"),
+        cli_key(&db, "auditor"),
+        cli_key(&db, "sp:sp-acme"),
+    ];
+    let (base, handle) = spawn_app(&db).await;
+    let http = Client::new();
+    let routes = [
+        ("/v1/keys", json!({"role": "auditor", "name": "x"})),
+        (
+            "/v1/clients",
+            json!({"client_id": "sp-acme", "environment": "PROD", "name": "Acme"}),
+        ),
+    ];
+    for (path, good) in &routes {
+        let url = format!("{base}{path}");
+        for body in [good.clone(), json!({"nonsense": true})] {
+            let (status, _) = post(&http, &url, None, body.clone()).await;
+            assert_eq!(status, 401, "{path} without a key");
+            for key in &others {
+                let (status, err) = post(&http, &url, Some(key), body.clone()).await;
+                assert_eq!(status, 403, "{path} {body}: {err}");
+                assert_eq!(err["error"], "forbidden");
+            }
+        }
+        let (status, err) = post(&http, &url, Some(&admin), json!({"nonsense": true})).await;
+        assert_eq!(status, 400, "{path}: {err}");
+        let (status, made) = post(&http, &url, Some(&admin), good.clone()).await;
+        assert_eq!(status, 201, "{path}: {made}");
+    }
     handle.stop(true).await;
 }
