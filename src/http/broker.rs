@@ -6,6 +6,7 @@ use base64::Engine as _;
 use rand_core::{OsRng, RngCore};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::auth::{Broker, Call};
 use super::ApiError;
@@ -19,14 +20,20 @@ use crate::record::StreamId;
 pub type BrokerCall<T> = Call<T, Broker>;
 
 /// One appended record, as the answer shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RecordedEvent {
+    /// Its place in the ledger.
     pub seq: u64,
+    /// The record hash (SPEC section 2), hex.
     pub hash: String,
+    /// `session:<id>`, `transfer:<code>` or `maintenance:<id>`.
     pub stream: String,
     pub stream_seq: u64,
+    /// The event type, e.g. `session.login_completed` (`schemas/events/`).
     #[serde(rename = "type")]
     pub event_type: &'static str,
+    /// The event's members, as recorded.
+    #[schema(value_type = Object)]
     pub data: Value,
 }
 

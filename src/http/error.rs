@@ -121,6 +121,19 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        // Database causes go to the log: the caller learns what to do, not the schema.
+        let description = match self {
+            ApiError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "answered 503 unavailable");
+                "the ledger database is unavailable; retry later".into()
+            }
+            ApiError::CommitUnknown(cause) => {
+                tracing::error!(error = %cause, "answered 503 commit_unknown");
+                "the ledger's commit outcome is unknown; look for the records before retrying"
+                    .into()
+            }
+            other => other.to_string(),
+        };
         let (code, field) = match self {
             ApiError::BadRequest { code, field, .. } => (*code, field.as_deref()),
             ApiError::Unauthorized(_) => ("unauthorized", None),
@@ -142,7 +155,7 @@ impl ResponseError for ApiError {
         }
         response.json(Body {
             error: code,
-            error_description: self.to_string(),
+            error_description: description,
             field,
         })
     }

@@ -4,36 +4,42 @@
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::broker::{new_id, recorded, BrokerCall, RecordedEvent};
+use super::openapi::BrokerErrors;
 use super::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::domain::maintenance::{MaintenanceCommand, MaintenanceWindow};
 use crate::domain::values::{Environment, Idp, Timestamp, WindowId};
 use crate::record::StreamId;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowIn {
     /// Optional: Vidne makes one.
     window_id: Option<String>,
+    /// The IdP under maintenance, as `POST /v1/sessions` names it.
     idp: String,
     /// RFC 3339 with any offset (the seeds give CEST and EET).
     from: String,
     to: String,
+    /// What the IdP announced.
     note: String,
     /// Only this environment; absent: all.
     environment: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelIn {
+    /// Why, e.g. the change was rolled back.
     note: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct WindowOut {
+    #[schema(value_type = String)]
     window_id: WindowId,
     records: Vec<RecordedEvent>,
 }
@@ -63,7 +69,15 @@ async fn run(
     }))
 }
 
-async fn record(
+/// Records an IdP maintenance window, so reports can explain failures inside it.
+#[utoipa::path(
+    post,
+    path = "/v1/maintenance-windows",
+    request_body = WindowIn,
+    responses((status = 201, description = "What was recorded", body = WindowOut), BrokerErrors),
+    security(("bearer" = []))
+)]
+pub async fn record(
     state: web::Data<AppState>,
     call: BrokerCall<WindowIn>,
 ) -> Result<HttpResponse, ApiError> {
@@ -84,7 +98,16 @@ async fn record(
     run(&state, &principal, window_id, command).await
 }
 
-async fn cancel(
+/// Records that a maintenance window was cancelled.
+#[utoipa::path(
+    post,
+    path = "/v1/maintenance-windows/{window_id}/cancel",
+    params(("window_id" = String, Path, description = "The window's id")),
+    request_body = CancelIn,
+    responses((status = 201, description = "What was recorded", body = WindowOut), BrokerErrors),
+    security(("bearer" = []))
+)]
+pub async fn cancel(
     state: web::Data<AppState>,
     path: web::Path<String>,
     call: BrokerCall<CancelIn>,

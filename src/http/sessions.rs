@@ -22,8 +22,10 @@ use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::broker::{new_id, recorded, refusal_of, BrokerCall, RecordedEvent};
+use super::openapi::{BrokerErrors, SessionPath};
 use super::{ApiError, AppState};
 use crate::app::{CommandError, Executed, Expect};
 use crate::auth::Principal;
@@ -86,28 +88,42 @@ pub struct LoginIn {
 /// `POST /v1/sessions` (`session_id` optional: Vidne makes one) and
 /// `POST /v1/sessions/{id}/transactions` (no `session_id`: it is in the path). The login
 /// members are optional; given, the login is recorded with the start.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartIn {
+    /// The broker's session id; absent on `POST /v1/sessions`, Vidne makes one.
     session_id: Option<String>,
+    /// The SP's authentication request: one transaction, start to completion.
     transaction_id: String,
+    /// The SP's registered OIDC `client_id`.
     client_id: String,
+    /// `CURRENT` or `PROD`: the client must be registered there.
     environment: String,
+    /// `mitid`, `mitid_erhverv`, `nemid`, `bankid_no`, `bankid_mobile_no`, `buypass_no`,
+    /// `bankid_se` or `ftn`.
     idp: String,
+    /// The SP sent a signed request: required for transaction signing.
     #[serde(default)]
     signed_request: bool,
+    /// `private` or `professional`; given, the login is recorded with the start.
     identity_type: Option<String>,
+    /// An NSIS level URI (`https://data.gov.dk/concept/core/nsis/Substantial`) where the
+    /// IdP has one; so are `ial` and `aal`.
     loa: Option<String>,
     ial: Option<String>,
     aal: Option<String>,
     amr: Option<Vec<String>>,
+    /// The IdP's subject claims, e.g. `{"mitid.uuid": "…"}` or
+    /// `{"bankid_no.pid": "UN:NO-…"}`; national identity numbers are refused.
     subject: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/sessions/{id}/logins`: the login of a started transaction.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginOnlyIn {
     transaction_id: String,
+    /// `private` or `professional`.
     identity_type: Option<String>,
     loa: Option<String>,
     ial: Option<String>,
@@ -116,76 +132,98 @@ pub struct LoginOnlyIn {
     subject: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SsoReuseIn {
+    /// A further transaction of the session.
     transaction_id: String,
+    /// `mitid.sso_login` or `mitid.reuse_jwt`.
     action: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SigningIn {
     transaction_id: String,
+    /// The text shown to the user, base64.
     transaction_text: Option<String>,
+    /// `text` or `html` (the seed's tags only; no `on*` attributes, script links or CSS
+    /// expressions).
     transaction_text_type: Option<String>,
+    /// At most 130 characters.
     reference_text: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CprMatchIn {
     transaction_id: String,
+    /// 10 digits, or `DDMMYY-NNNN`; recorded only as its keyed hash `cpr_ref`.
     cpr: String,
+    /// Whether the CPR matched the MitID identity.
     matched: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PidLookupIn {
     transaction_id: String,
+    /// `success` or `unable_to_lookup`.
     pid_status: String,
+    /// The NemID PID found.
     pid: Option<String>,
+    /// The CPR looked up, recorded only as `cpr_ref`.
     cpr: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferIn {
     transaction_id: String,
+    /// The exchange code handed to SP A.
     code: String,
+    /// `targetBrokerId`.
     target_broker_id: String,
+    /// `targetServiceProviderId`.
     target_service_provider_id: String,
+    /// `transferTokenText`: 1 to 130 characters, which the exchange must repeat.
     transfer_token_text: String,
+    /// RFC 3339; after it the code is refused (`mitid_invalid_transfer_token_code`).
     expires_at: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogoutIn {
+    /// `back_channel`, the default and only one.
     channel: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowErrorIn {
     session_id: String,
     transaction_id: String,
+    /// `access_denied`.
     error: String,
+    /// A code from the idp's table in the seed, e.g. `mitid_user_aborted`.
     error_description: String,
 }
 
 /// What a session route recorded.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SessionOut {
+    #[schema(value_type = String)]
     session_id: SessionId,
     records: Vec<RecordedEvent>,
 }
 
 /// What `/transfers` recorded: the session's record and the code's.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TransferOut {
+    #[schema(value_type = String)]
     session_id: SessionId,
+    #[schema(value_type = String)]
     code: TransferCode,
     records: Vec<RecordedEvent>,
 }
@@ -326,7 +364,15 @@ fn unknown_session() -> DomainError {
 // ---------------------------------------------------------------------------------------
 // Handlers
 
-async fn start_session(
+/// Starts a session with its first transaction, and its login if `identity_type` is given.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    request_body = StartIn,
+    responses((status = 201, description = "What was recorded", body = SessionOut), BrokerErrors),
+    security(("bearer" = []))
+)]
+pub async fn start_session(
     state: web::Data<AppState>,
     call: BrokerCall<StartIn>,
 ) -> Result<HttpResponse, ApiError> {
@@ -341,7 +387,16 @@ async fn start_session(
     answer(session_id, done)
 }
 
-async fn start_transaction(
+/// Starts a further transaction of a session (and its login).
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{session_id}/transactions",
+    params(SessionPath),
+    request_body = StartIn,
+    responses((status = 201, description = "What was recorded", body = SessionOut), BrokerErrors),
+    security(("bearer" = []))
+)]
+pub async fn start_transaction(
     state: web::Data<AppState>,
     path: web::Path<String>,
     call: BrokerCall<StartIn>,
@@ -369,7 +424,16 @@ async fn one(
     answer(session_id, done)
 }
 
-async fn login(
+/// Records the login of a started transaction.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{session_id}/logins",
+    params(SessionPath),
+    request_body = LoginOnlyIn,
+    responses((status = 201, description = "What was recorded", body = SessionOut), BrokerErrors),
+    security(("bearer" = []))
+)]
+pub async fn login(
     state: web::Data<AppState>,
     path: web::Path<String>,
     call: BrokerCall<LoginOnlyIn>,
@@ -388,7 +452,16 @@ async fn login(
     one(&state, &principal, session_id, command).await
 }
 
-async fn sso_reuse(
+/// Records MitID SSO reuse by a further transaction.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{session_id}/sso-reuse",
+    params(SessionPath),
+    request_body = SsoReuseIn,
+    responses((status = 201, description = "What was recorded", body = SessionOut), BrokerErrors),
+    security(("bearer" = []))
+)]
+pub async fn sso_reuse(
     state: web::Data<AppState>,
     path: web::Path<String>,
     call: BrokerCall<SsoReuseIn>,
@@ -403,7 +476,16 @@ async fn sso_reuse(
     one(&state, &principal, session_id, command).await
 }
 
-async fn sign(
+/// Records a transaction signing: the text, its SHA-256, its type and reference text.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{session_id}/signings",
+    params(SessionPath),
+    request_body = SigningIn,
+    responses((status = 201, description = "What was recorded", body = SessionOut), BrokerErrors),
+    security(("bearer" = []))
+)]
+pub async fn sign(
     state: web::Data<AppState>,
     path: web::Path<String>,
     call: BrokerCall<SigningIn>,
@@ -420,7 +502,16 @@ async fn sign(
     one(&state, &principal, session_id, command).await
 }
 
-async fn match_cpr(
+/// Records a CPR match of a MitID login (at most 3 per session, within 15 minutes).
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{session_id}/cpr-matches",
+    params(SessionPath),
+    request_body = CprMatchIn,
+    responses((status = 201, description = "What was recorded", body = SessionOut), BrokerErrors),
+    security(("bearer" = []))
+)]
+pub async fn match_cpr(
     state: web::Data<AppState>,
     path: web::Path<String>,
     call: BrokerCall<CprMatchIn>,
@@ -436,7 +527,16 @@ async fn match_cpr(
     one(&state, &principal, session_id, command).await
 }
 
-async fn look_up_pid(
+/// Records a NemID PID lookup of a MitID session.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{session_id}/pid-lookups",
+    params(SessionPath),
+    request_body = PidLookupIn,
+    responses((status = 201, description = "What was recorded", body = SessionOut), BrokerErrors),
+    security(("bearer" = []))
+)]
+pub async fn look_up_pid(
     state: web::Data<AppState>,
     path: web::Path<String>,
     call: BrokerCall<PidLookupIn>,
@@ -453,7 +553,16 @@ async fn look_up_pid(
     one(&state, &principal, session_id, command).await
 }
 
-async fn issue_transfer(
+/// Records a controlled transfer exchange code issued to SP A, on the session and on the code.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{session_id}/transfers",
+    params(SessionPath),
+    request_body = TransferIn,
+    responses((status = 201, description = "What was recorded", body = TransferOut), BrokerErrors),
+    security(("bearer" = []))
+)]
+pub async fn issue_transfer(
     state: web::Data<AppState>,
     path: web::Path<String>,
     call: BrokerCall<TransferIn>,
@@ -508,7 +617,16 @@ async fn issue_transfer(
     }))
 }
 
-async fn logout(
+/// Records the back-channel logout; the session then takes no further action.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{session_id}/logout",
+    params(SessionPath),
+    request_body = LogoutIn,
+    responses((status = 201, description = "What was recorded", body = SessionOut), BrokerErrors),
+    security(("bearer" = []))
+)]
+pub async fn logout(
     state: web::Data<AppState>,
     path: web::Path<String>,
     call: BrokerCall<LogoutIn>,
@@ -526,7 +644,15 @@ async fn logout(
     one(&state, &principal, session_id, command).await
 }
 
-async fn flow_error(
+/// Records an `access_denied` outcome with the seed's `error_description`.
+#[utoipa::path(
+    post,
+    path = "/v1/flow-errors",
+    request_body = FlowErrorIn,
+    responses((status = 201, description = "What was recorded", body = SessionOut), BrokerErrors),
+    security(("bearer" = []))
+)]
+pub async fn flow_error(
     state: web::Data<AppState>,
     call: BrokerCall<FlowErrorIn>,
 ) -> Result<HttpResponse, ApiError> {

@@ -4,16 +4,19 @@
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::broker::{recorded, BrokerCall, RecordedEvent};
+use super::openapi::BrokerErrors;
 use super::{ApiError, AppState};
 use crate::domain::transfer::{ControlledTransfer, TransferCommand};
 use crate::domain::values::{ClientId, SessionId, TransactionId, TransferCode};
 use crate::record::StreamId;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeIn {
+    /// The `transferTokenText` the code was issued with.
     transfer_token_text: String,
     /// SP B, and the session and transaction its login goes to.
     client_id: String,
@@ -21,8 +24,9 @@ pub struct ExchangeIn {
     transaction_id: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ExchangeOut {
+    #[schema(value_type = String)]
     code: TransferCode,
     records: Vec<RecordedEvent>,
 }
@@ -31,7 +35,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/transfers/{code}/exchange", web::post().to(exchange));
 }
 
-async fn exchange(
+/// Records SP B's exchange of a controlled transfer code; a second exchange is refused
+/// (`mitid_transfer_token_exchange_code_already_used`), an unknown or expired code too
+/// (`mitid_invalid_transfer_token_code`).
+#[utoipa::path(
+    post,
+    path = "/v1/transfers/{code}/exchange",
+    params(("code" = String, Path, description = "The exchange code")),
+    request_body = ExchangeIn,
+    responses((status = 201, description = "What was recorded", body = ExchangeOut), BrokerErrors),
+    security(("bearer" = []))
+)]
+pub async fn exchange(
     state: web::Data<AppState>,
     path: web::Path<String>,
     call: BrokerCall<ExchangeIn>,

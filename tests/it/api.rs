@@ -58,11 +58,73 @@ async fn openapi_document_and_swagger_ui() {
         .await
         .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/v1/keys", "/v1/clients"] {
+    // Every route the service has, each with its body, its answers and its header.
+    let routes = [
+        "/v1/keys",
+        "/v1/clients",
+        "/v1/sessions",
+        "/v1/sessions/{session_id}/transactions",
+        "/v1/sessions/{session_id}/logins",
+        "/v1/sessions/{session_id}/sso-reuse",
+        "/v1/sessions/{session_id}/signings",
+        "/v1/sessions/{session_id}/cpr-matches",
+        "/v1/sessions/{session_id}/pid-lookups",
+        "/v1/sessions/{session_id}/transfers",
+        "/v1/sessions/{session_id}/logout",
+        "/v1/flow-errors",
+        "/v1/transfers/{code}/exchange",
+        "/v1/maintenance-windows",
+        "/v1/maintenance-windows/{window_id}/cancel",
+    ];
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), routes.len(), "{:?}", paths.keys());
+    let schemas = &doc["components"]["schemas"];
+    let schema_of = |v: &Value| {
+        let name = v["$ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not a $ref: {v}"));
+        let name = name.strip_prefix("#/components/schemas/").unwrap();
+        assert!(schemas[name].is_object(), "{name} is not in components");
+        schemas[name].clone()
+    };
+    for path in routes {
         let op = &doc["paths"][path]["post"];
-        assert!(op["responses"]["201"].is_object(), "{path}: {op}");
         assert_eq!(op["security"][0]["bearer"], json!([]), "{path}");
+        let body = schema_of(&op["requestBody"]["content"]["application/json"]["schema"]);
+        assert!(body["properties"].is_object(), "{path}: {body}");
+        let created = schema_of(&op["responses"]["201"]["content"]["application/json"]["schema"]);
+        assert!(created["properties"].is_object(), "{path}: {created}");
+        for status in ["400", "401", "403"] {
+            let error = &op["responses"][status]["content"]["application/json"]["schema"];
+            assert_eq!(
+                schema_of(error)["required"],
+                json!(["error", "error_description"])
+            );
+        }
+        let params = op["parameters"].as_array().unwrap();
+        assert!(params
+            .iter()
+            .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header"));
+        for name in path.split('{').skip(1).map(|s| &s[..s.find('}').unwrap()]) {
+            assert!(
+                params
+                    .iter()
+                    .any(|p| p["name"] == name && p["in"] == "path"),
+                "{path}: {name}"
+            );
+        }
     }
+    // Wire types say what they take: the login start's members, its required ones.
+    let start = &schemas["StartIn"];
+    assert_eq!(
+        start["required"],
+        json!(["transaction_id", "client_id", "environment", "idp"])
+    );
+    assert!(start["properties"]["subject"].is_object());
+    assert_eq!(
+        schemas["RecordedEvent"]["properties"]["type"]["type"],
+        "string"
+    );
     assert_eq!(
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
@@ -87,7 +149,8 @@ both_backends!(
     admin_routes_role_matrix,
     keys_and_roles,
     clients_are_registered_per_environment,
-    idempotency_keys_replay_the_first_answer
+    idempotency_keys_replay_the_first_answer,
+    idempotency_key_is_freed_when_nothing_was_appended
 );
 
 async fn keys_and_roles(backend: Backend) {
@@ -322,6 +385,47 @@ async fn idempotency_keys_replay_the_first_answer(backend: Backend) {
         "{answers:?}"
     );
     assert_eq!(reader.count().await.unwrap(), 2);
+    handle.stop(true).await;
+}
+
+/// A request that failed before appending (the database refused the insert: 503) frees
+/// its key, so the retry with the same key runs, once.
+async fn idempotency_key_is_freed_when_nothing_was_appended(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let admin = cli_key(&db, "admin");
+    let (base, handle) = spawn_app(&db).await;
+    let http = Client::new();
+    let clients = format!("{base}/v1/clients");
+    let reader = vidne::ledger::Reader::new(db.pool(1).await);
+    let acme = json!({"client_id": "sp-acme", "environment": "PROD", "name": "Acme Bank"});
+    let (block, unblock) = match backend {
+        Backend::Postgres => (
+            "CREATE FUNCTION test_block() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'blocked by the test'; END $$; \
+             CREATE TRIGGER test_block BEFORE INSERT ON ledger_records \
+             FOR EACH ROW EXECUTE FUNCTION test_block();",
+            "DROP TRIGGER test_block ON ledger_records; DROP FUNCTION test_block();",
+        ),
+        Backend::Sqlite => (
+            "CREATE TRIGGER test_block BEFORE INSERT ON ledger_records \
+             BEGIN SELECT RAISE(ABORT, 'blocked by the test'); END;",
+            "DROP TRIGGER test_block;",
+        ),
+    };
+    db.exec(block).await;
+    let (status, replayed, err) = post_idem(&http, &clients, &admin, "reg-1", &acme).await;
+    assert_eq!((status.as_u16(), replayed), (503, false), "{err}");
+    assert_eq!(err["error"], "unavailable");
+    assert!(!err.to_string().contains("blocked by the test"), "{err}");
+    assert_eq!(reader.count().await.unwrap(), 0);
+
+    db.exec(unblock).await;
+    let (status, replayed, first) = post_idem(&http, &clients, &admin, "reg-1", &acme).await;
+    assert_eq!((status.as_u16(), replayed), (201, false), "{first}");
+    let (status, replayed, again) = post_idem(&http, &clients, &admin, "reg-1", &acme).await;
+    assert_eq!((status.as_u16(), replayed), (201, true));
+    assert_eq!(again, first);
+    assert_eq!(reader.count().await.unwrap(), 1);
     handle.stop(true).await;
 }
 
