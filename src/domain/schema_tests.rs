@@ -117,6 +117,7 @@ fn login(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         subject_key: key.into(),
+        psd2: None,
         at: t("2026-11-21T09:30:00Z"),
     })
 }
@@ -276,6 +277,11 @@ fn examples() -> Vec<Example> {
             error_description: "mitid_erhverv.no_identities".into(),
             at,
         })),
+        example(SessionEvent::TransactionCompleted(TransactionCompleted {
+            transaction_id: id("t1"),
+            client_id: id("sp-acme"),
+            at,
+        })),
         example(SessionEvent::LoggedOut(LoggedOut {
             channel: LogoutChannel::BackChannel,
             at,
@@ -330,6 +336,19 @@ fn examples() -> Vec<Example> {
             at,
         })),
     ];
+    // A MitID login that reported `mitid.psd2`.
+    let mitid = login(
+        Idp::Mitid,
+        IdentityType::Private,
+        s,
+        &["code_app"],
+        &[("mitid.uuid", "efc7ffb4-e086-4f5f-a1d5-b3c7227db629")],
+        "mitid:efc7ffb4-e086-4f5f-a1d5-b3c7227db629",
+    );
+    if let SessionEvent::LoginCompleted(mut l) = mitid {
+        l.psd2 = Some(true);
+        v.push(example(SessionEvent::LoginCompleted(l)));
+    }
     v.sort_by_key(|e| e.ty);
     v
 }
@@ -569,6 +588,24 @@ fn the_schemas_refuse_what_the_seeds_rule_out() {
             find("session.flow_failed", &any),
             "error",
             json!("server_error"),
+        ),
+        (
+            "session.login_completed",
+            find("session.login_completed", &idp("mitid")),
+            "psd2",
+            json!("yes"),
+        ),
+        (
+            "session.login_completed",
+            find("session.login_completed", &idp("bankid_no")),
+            "psd2",
+            json!(true),
+        ),
+        (
+            "session.transaction_completed",
+            find("session.transaction_completed", &any),
+            "client_id",
+            json!(""),
         ),
         (
             "session.logged_out",

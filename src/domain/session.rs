@@ -4,9 +4,10 @@
 //! A transaction is started (`session.transaction_started`), authenticated by a login
 //! (`session.login_completed`) or by SSO reuse of the session's earlier login
 //! (`session.sso_reused`), and may then be signed, have CPR matches, a NemID PID lookup
-//! and a Controlled Transfer code issued in it. A flow error (`session.flow_failed`) ends
-//! it. A back-channel logout (`session.logged_out`) ends the session: it accepts nothing
-//! after that.
+//! and a Controlled Transfer code issued in it. It ends completed
+//! (`session.transaction_completed`: its token is sealed) or with a flow error
+//! (`session.flow_failed`). A back-channel logout (`session.logged_out`) ends the
+//! session: it accepts nothing after that.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub const SESSION_LOGGED_OUT: &str = "session_logged_out";
 pub const UNKNOWN_TRANSACTION: &str = "unknown_transaction";
 pub const TRANSACTION_EXISTS: &str = "transaction_exists";
 pub const TRANSACTION_FAILED: &str = "transaction_failed";
+pub const TRANSACTION_COMPLETED: &str = "transaction_completed";
 pub const TRANSACTION_NOT_AUTHENTICATED: &str = "transaction_not_authenticated";
 pub const TRANSACTION_ALREADY_AUTHENTICATED: &str = "transaction_already_authenticated";
 pub const TRANSACTION_ALREADY_SIGNED: &str = "transaction_already_signed";
@@ -87,6 +89,9 @@ pub enum SessionCommand {
         amr: Vec<String>,
         /// The IdP's subject claims by name (`mitid.uuid`, `nemid.pid`, `bankid_no.pid`...).
         subject: BTreeMap<String, String>,
+        /// MitID's `mitid.psd2`: the authentication was PSD2 compliant (MitID and MitID
+        /// Erhverv only).
+        psd2: Option<bool>,
         at: Timestamp,
     },
     /// A started transaction was authenticated by reusing the session's MitID login.
@@ -137,6 +142,12 @@ pub enum SessionCommand {
         error_description: String,
         at: Timestamp,
     },
+    /// The transaction ended well: the broker answered the SP. Its token is sealed from
+    /// the records up to this one.
+    CompleteTransaction {
+        transaction_id: TransactionId,
+        at: Timestamp,
+    },
     /// The broker received a back-channel logout for the session.
     LogOut {
         channel: LogoutChannel,
@@ -179,6 +190,9 @@ pub struct LoginCompleted {
     pub subject: BTreeMap<String, String>,
     /// The normalised identifier naming the same person across logins.
     pub subject_key: String,
+    /// `mitid.psd2` as the IdP reported it (MitID and MitID Erhverv).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psd2: Option<bool>,
     pub at: Timestamp,
 }
 
@@ -264,6 +278,15 @@ pub struct FlowFailed {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct TransactionCompleted {
+    pub transaction_id: TransactionId,
+    /// The SP the transaction's token is for.
+    pub client_id: ClientId,
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoggedOut {
     pub channel: LogoutChannel,
     pub at: Timestamp,
@@ -290,6 +313,8 @@ pub enum SessionEvent {
     TransferCodeIssued(TransferCodeIssued),
     #[serde(rename = "session.flow_failed")]
     FlowFailed(FlowFailed),
+    #[serde(rename = "session.transaction_completed")]
+    TransactionCompleted(TransactionCompleted),
     #[serde(rename = "session.logged_out")]
     LoggedOut(LoggedOut),
 }
@@ -305,6 +330,7 @@ impl LedgerEvent for SessionEvent {
         ("session.pid_lookup_completed", 1),
         ("session.transfer_code_issued", 1),
         ("session.flow_failed", 1),
+        ("session.transaction_completed", 1),
         ("session.logged_out", 1),
     ];
 
@@ -319,6 +345,7 @@ impl LedgerEvent for SessionEvent {
             SessionEvent::PidLookupCompleted(_) => "session.pid_lookup_completed",
             SessionEvent::TransferCodeIssued(_) => "session.transfer_code_issued",
             SessionEvent::FlowFailed(_) => "session.flow_failed",
+            SessionEvent::TransactionCompleted(_) => "session.transaction_completed",
             SessionEvent::LoggedOut(_) => "session.logged_out",
         }
     }
@@ -346,6 +373,7 @@ enum Stage {
     Started,
     Authenticated,
     Failed,
+    Completed,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -413,8 +441,10 @@ impl Session {
             .transactions
             .get(id)
             .ok_or_else(|| conflict_on("transaction_id", UNKNOWN_TRANSACTION))?;
-        if tx.stage == Stage::Failed {
-            return Err(conflict_on("transaction_id", TRANSACTION_FAILED));
+        match tx.stage {
+            Stage::Failed => return Err(conflict_on("transaction_id", TRANSACTION_FAILED)),
+            Stage::Completed => return Err(conflict_on("transaction_id", TRANSACTION_COMPLETED)),
+            Stage::Started | Stage::Authenticated => {}
         }
         Ok(tx)
     }
@@ -486,9 +516,13 @@ impl Session {
                 aal,
                 amr,
                 subject,
+                psd2,
                 at,
             } => {
                 let idp = self.accepting()?;
+                if psd2.is_some() && !matches!(idp, Idp::Mitid | Idp::MitidErhverv) {
+                    return Err(conflict_on("psd2", NOT_SUPPORTED_FOR_IDP));
+                }
                 let client_id = self
                     .unauthenticated_transaction(&transaction_id)?
                     .client_id
@@ -514,6 +548,7 @@ impl Session {
                     aal,
                     amr,
                     subject: subject.claims,
+                    psd2,
                     subject_key: subject.key,
                     at,
                 })
@@ -709,6 +744,15 @@ impl Session {
                     idp,
                     error,
                     error_description,
+                    at,
+                })
+            }
+            C::CompleteTransaction { transaction_id, at } => {
+                self.accepting()?;
+                let tx = self.authenticated_transaction(&transaction_id)?;
+                SessionEvent::TransactionCompleted(TransactionCompleted {
+                    client_id: tx.client_id.clone(),
+                    transaction_id,
                     at,
                 })
             }
@@ -920,6 +964,11 @@ impl Aggregate for Session {
             SessionEvent::FlowFailed(e) => {
                 if let Some(tx) = self.transactions.get_mut(&e.transaction_id) {
                     tx.stage = Stage::Failed;
+                }
+            }
+            SessionEvent::TransactionCompleted(e) => {
+                if let Some(tx) = self.transactions.get_mut(&e.transaction_id) {
+                    tx.stage = Stage::Completed;
                 }
             }
             SessionEvent::LoggedOut(_) => self.logged_out = true,

@@ -93,6 +93,7 @@ fn mitid_login_cmd(id: &str, at: Timestamp) -> SessionCommand {
         aal: Some(S),
         amr: vec!["code_app".into()],
         subject: claims(&[("mitid.uuid", UUID)]),
+        psd2: None,
         at,
     }
 }
@@ -109,6 +110,7 @@ fn mitid_login(id: &str, at: Timestamp) -> SessionEvent {
         aal: Some(S),
         amr: vec!["code_app".into()],
         subject: claims(&[("mitid.uuid", UUID)]),
+        psd2: None,
         subject_key: format!("mitid:{UUID}"),
         at,
     })
@@ -407,6 +409,7 @@ fn login_cmd(c: &LoginCase) -> SessionCommand {
         aal: c.levels.map(|l| l.2),
         amr: c.amr.iter().map(|s| s.to_string()).collect(),
         subject: claims(c.subject),
+        psd2: None,
         at: t(0),
     }
 }
@@ -428,6 +431,7 @@ fn logins_for_every_idp() {
                 aal: c.levels.map(|l| l.2),
                 amr: c.amr.iter().map(|s| s.to_string()).collect(),
                 subject: claims(c.subject),
+                psd2: None,
                 subject_key: c.key.into(),
                 at: t(0),
             })]);
@@ -1227,6 +1231,116 @@ fn a_failed_transaction_accepts_nothing_more() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Completion
+
+fn complete(id: &str, at: Timestamp) -> SessionCommand {
+    SessionCommand::CompleteTransaction {
+        transaction_id: tx(id),
+        at,
+    }
+}
+
+fn completed(id: &str, at: Timestamp) -> SessionEvent {
+    SessionEvent::TransactionCompleted(TransactionCompleted {
+        transaction_id: tx(id),
+        client_id: ClientId::parse("sp-a").unwrap(),
+        at,
+    })
+}
+
+#[test]
+fn an_authenticated_transaction_completes_for_its_client() {
+    framework()
+        .given(mitid_session())
+        .when(complete("t1", t(3)))
+        .then_expect_events(vec![completed("t1", t(3))]);
+}
+
+#[test]
+fn only_an_authenticated_open_transaction_completes() {
+    framework()
+        .given(vec![started("t1", Idp::Mitid, false)])
+        .when(complete("t1", t(1)))
+        .then_expect_error(refused("transaction_id", TRANSACTION_NOT_AUTHENTICATED));
+    framework()
+        .given(mitid_session())
+        .when(complete("t9", t(1)))
+        .then_expect_error(refused("transaction_id", UNKNOWN_TRANSACTION));
+    let mut failed = mitid_session();
+    failed.push(flow_failed("t1", Idp::Mitid, "mitid_user_aborted"));
+    framework()
+        .given(failed)
+        .when(complete("t1", t(1)))
+        .then_expect_error(refused("transaction_id", TRANSACTION_FAILED));
+}
+
+#[test]
+fn a_completed_transaction_accepts_nothing_more() {
+    let given = || {
+        let mut g = mitid_session();
+        g.push(completed("t1", t(2)));
+        g
+    };
+    for cmd in [
+        complete("t1", t(3)),
+        flow_error("t1", "mitid_timeout"),
+        sign("t1", Some(&b64("Pay")), "text", None),
+        match_cpr("t1", CPR, true, t(3)),
+        lookup_pid("t1", PidStatus::UnableToLookup, None, None),
+        issue_transfer("t1", "broker-b", "sp-b-mitid", "Welcome"),
+    ] {
+        framework()
+            .given(given())
+            .when(cmd)
+            .then_expect_error(refused("transaction_id", TRANSACTION_COMPLETED));
+    }
+    // The session goes on: a further transaction reuses the login.
+    let mut then = given();
+    then.push(started("t2", Idp::Mitid, false));
+    framework()
+        .given(then)
+        .when(SessionCommand::ReuseSso {
+            transaction_id: tx("t2"),
+            action: SsoAction::ReuseJwt,
+            at: t(4),
+        })
+        .then_expect_events(vec![SessionEvent::SsoReused(SsoReused {
+            transaction_id: tx("t2"),
+            action: SsoAction::ReuseJwt,
+            subject_key: format!("mitid:{UUID}"),
+            at: t(4),
+        })]);
+}
+
+#[test]
+fn psd2_is_recorded_for_mitid_logins_only() {
+    let mut cmd = mitid_login_cmd("t1", t(1));
+    if let SessionCommand::CompleteLogin { psd2, .. } = &mut cmd {
+        *psd2 = Some(true);
+    }
+    let SessionEvent::LoginCompleted(mut expected) = mitid_login("t1", t(1)) else {
+        unreachable!()
+    };
+    expected.psd2 = Some(true);
+    framework()
+        .given(vec![started("t1", Idp::Mitid, false)])
+        .when(cmd)
+        .then_expect_events(vec![SessionEvent::LoginCompleted(expected)]);
+    let bankid = login_cases()
+        .into_iter()
+        .find(|c| c.idp == Idp::BankidNo)
+        .unwrap();
+    let mut cmd = login_cmd(&bankid);
+    if let SessionCommand::CompleteLogin { psd2, .. } = &mut cmd {
+        *psd2 = Some(false);
+    }
+    framework()
+        .given(vec![started("t1", Idp::BankidNo, false)])
+        .when(cmd)
+        .then_expect_error(refused("psd2", NOT_SUPPORTED_FOR_IDP));
+}
+
+// ---------------------------------------------------------------------------------------
 // Logout
 
 #[test]
@@ -1261,6 +1375,7 @@ fn after_logout_the_session_accepts_nothing() {
         lookup_pid("t1", PidStatus::UnableToLookup, None, None),
         issue_transfer("t1", "broker-b", "sp-b-mitid", "Welcome"),
         flow_error("t2", "mitid_user_aborted"),
+        complete("t1", t(3)),
         logout(),
     ] {
         framework()

@@ -31,6 +31,7 @@ use utoipa_swagger_ui::SwaggerUi;
         super::sessions::match_cpr,
         super::sessions::look_up_pid,
         super::sessions::issue_transfer,
+        super::sessions::complete,
         super::sessions::logout,
         super::sessions::flow_error,
         super::transfers::exchange,

@@ -12,6 +12,7 @@
 //! | `POST /v1/sessions/{id}/cpr-matches` | `MatchCpr` |
 //! | `POST /v1/sessions/{id}/pid-lookups` | `LookUpPid` |
 //! | `POST /v1/sessions/{id}/transfers` | `IssueTransferCode`, then `ControlledTransfer::Issue` |
+//! | `POST /v1/sessions/{id}/completions` | `CompleteTransaction` |
 //! | `POST /v1/sessions/{id}/logout` | `LogOut` |
 //! | `POST /v1/flow-errors` | `RecordFlowError` |
 //!
@@ -67,6 +68,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/v1/sessions/{session_id}/transfers",
             web::post().to(issue_transfer),
         )
+        .route(
+            "/v1/sessions/{session_id}/completions",
+            web::post().to(complete),
+        )
         .route("/v1/sessions/{session_id}/logout", web::post().to(logout))
         .route("/v1/flow-errors", web::post().to(flow_error));
 }
@@ -83,6 +88,7 @@ pub struct LoginIn {
     aal: Option<String>,
     amr: Option<Vec<String>>,
     subject: Option<BTreeMap<String, String>>,
+    psd2: Option<bool>,
 }
 
 /// `POST /v1/sessions` (`session_id` optional: Vidne makes one) and
@@ -116,6 +122,8 @@ pub struct StartIn {
     /// The IdP's subject claims, e.g. `{"mitid.uuid": "…"}` or
     /// `{"bankid_no.pid": "UN:NO-…"}`; national identity numbers are refused.
     subject: Option<BTreeMap<String, String>>,
+    /// `mitid.psd2`: the MitID (or MitID Erhverv) authentication was PSD2 compliant.
+    psd2: Option<bool>,
 }
 
 /// `POST /v1/sessions/{id}/logins`: the login of a started transaction.
@@ -130,6 +138,8 @@ pub struct LoginOnlyIn {
     aal: Option<String>,
     amr: Option<Vec<String>>,
     subject: Option<BTreeMap<String, String>>,
+    /// `mitid.psd2` (MitID and MitID Erhverv).
+    psd2: Option<bool>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -194,6 +204,13 @@ pub struct TransferIn {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct CompletionIn {
+    /// An authenticated transaction of the session.
+    transaction_id: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LogoutIn {
     /// `back_channel`, the default and only one.
     channel: Option<String>,
@@ -247,6 +264,7 @@ impl LoginIn {
             && self.aal.is_none()
             && self.amr.is_none()
             && self.subject.is_none()
+            && self.psd2.is_none()
     }
 
     fn command(
@@ -268,6 +286,7 @@ impl LoginIn {
             aal: level("aal", self.aal)?,
             amr: self.amr.unwrap_or_default(),
             subject,
+            psd2: self.psd2,
             at,
         })
     }
@@ -292,6 +311,7 @@ impl StartIn {
             aal: self.aal,
             amr: self.amr,
             subject: self.subject,
+            psd2: self.psd2,
         };
         if !login.is_empty() {
             commands.push(login.command(transaction_id, at)?);
@@ -447,6 +467,7 @@ pub async fn login(
         aal: body.aal,
         amr: body.amr,
         subject: body.subject,
+        psd2: body.psd2,
     };
     let command = login.command(TransactionId::parse(body.transaction_id)?, state.now()?)?;
     one(&state, &principal, session_id, command).await
@@ -615,6 +636,30 @@ pub async fn issue_transfer(
         code,
         records,
     }))
+}
+
+/// Records that a transaction completed: the broker answered the SP, and the
+/// transaction's token is sealed.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{session_id}/completions",
+    params(SessionPath),
+    request_body = CompletionIn,
+    responses((status = 201, description = "What was recorded", body = SessionOut), BrokerErrors),
+    security(("bearer" = []))
+)]
+pub async fn complete(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    call: BrokerCall<CompletionIn>,
+) -> Result<HttpResponse, ApiError> {
+    let (principal, body) = (call.principal, call.body);
+    let session_id = path_session(path)?;
+    let command = SessionCommand::CompleteTransaction {
+        transaction_id: TransactionId::parse(body.transaction_id)?,
+        at: state.now()?,
+    };
+    one(&state, &principal, session_id, command).await
 }
 
 /// Records the back-channel logout; the session then takes no further action.

@@ -70,6 +70,7 @@ async fn openapi_document_and_swagger_ui() {
         "/v1/sessions/{session_id}/cpr-matches",
         "/v1/sessions/{session_id}/pid-lookups",
         "/v1/sessions/{session_id}/transfers",
+        "/v1/sessions/{session_id}/completions",
         "/v1/sessions/{session_id}/logout",
         "/v1/flow-errors",
         "/v1/transfers/{code}/exchange",

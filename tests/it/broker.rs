@@ -290,6 +290,31 @@ async fn mitid_session_flows(backend: Backend) {
     )
     .await;
 
+    // The SSO transaction completes; then it takes nothing more. An unauthenticated one
+    // cannot complete.
+    let out = b
+        .ok(
+            &format!("{s}/completions"),
+            json!({"transaction_id": "tx-2"}),
+        )
+        .await;
+    assert_eq!(types(&out), ["session.transaction_completed"]);
+    assert_eq!(out["records"][0]["data"]["client_id"], "sp-acme");
+    b.refused(
+        &format!("{s}/completions"),
+        json!({"transaction_id": "tx-2"}),
+        "transaction_completed",
+        Some("transaction_id"),
+    )
+    .await;
+    b.refused(
+        &format!("{s}/completions"),
+        json!({"transaction_id": "tx-4"}),
+        "transaction_failed",
+        Some("transaction_id"),
+    )
+    .await;
+
     // Back-channel logout; then nothing more.
     let out = b.ok(&format!("{s}/logout"), json!({})).await;
     assert_eq!(types(&out), ["session.logged_out"]);
@@ -332,7 +357,7 @@ async fn mitid_session_flows(backend: Backend) {
         .iter()
         .filter(|r| r["stream"] == format!("session:{session}"))
         .collect();
-    assert_eq!(session_records.len(), 12);
+    assert_eq!(session_records.len(), 13);
     for r in &session_records {
         assert!(
             r["actor"].as_str().unwrap().starts_with("broker:key_"),
@@ -871,6 +896,7 @@ async fn role_matrix(backend: Backend) {
         "/v1/sessions/s-1/cpr-matches",
         "/v1/sessions/s-1/pid-lookups",
         "/v1/sessions/s-1/transfers",
+        "/v1/sessions/s-1/completions",
         "/v1/sessions/s-1/logout",
         "/v1/transfers/c-1/exchange",
         "/v1/flow-errors",
