@@ -2,7 +2,7 @@
 //! (seed 003: "The provisioning process is separate for each supported environment",
 //! CURRENT and PROD).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::RwLock;
 
 use cqrs_es::event_sink::EventSink;
@@ -10,7 +10,7 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::session::ClientRegistry;
-use crate::domain::values::{check_note, ClientId, Environment, Timestamp};
+use crate::domain::values::{check_note, ClientId, Environment, Timestamp, TokenSigningAlg};
 use crate::domain::{domain_event, DomainError, LedgerEvent};
 
 pub const CLIENT_ALREADY_REGISTERED: &str = "client_already_registered";
@@ -22,9 +22,24 @@ pub enum ClientCommand {
         environment: Environment,
         /// The SP's display name, 1 to 200 characters.
         name: String,
+        /// How its tokens are signed; `None`: EdDSA.
+        token_signing_alg: Option<TokenSigningAlg>,
+        /// The key its tokens are encrypted to (PEM, JWK or a JWKS URL), checked by the
+        /// edge, which knows keys; `None`: tokens are signed only.
+        token_encryption_key: Option<String>,
         at: Timestamp,
     },
 }
+
+/// How a client's tokens are sealed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenSettings {
+    pub signing_alg: Option<TokenSigningAlg>,
+    pub encryption_key: Option<String>,
+}
+
+/// The longest `token_encryption_key` (a 4096-bit RSA JWK is about 1.5 KB).
+pub const ENCRYPTION_KEY_MAX: usize = 16 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +47,10 @@ pub struct ClientRegistered {
     pub client_id: ClientId,
     pub environment: Environment,
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_signing_alg: Option<TokenSigningAlg>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_encryption_key: Option<String>,
     pub at: Timestamp,
 }
 
@@ -76,6 +95,8 @@ impl Aggregate for Client {
             client_id,
             environment,
             name,
+            token_signing_alg,
+            token_encryption_key,
             at,
         } = command;
         if self.environments.contains(&environment) {
@@ -85,10 +106,20 @@ impl Aggregate for Client {
             ));
         }
         let name = check_note("name", &name, 200)?;
+        if let Some(key) = &token_encryption_key {
+            if key.trim().is_empty() || key.len() > ENCRYPTION_KEY_MAX {
+                return Err(DomainError::invalid(
+                    "token_encryption_key",
+                    "must be 1 to 16384 bytes",
+                ));
+            }
+        }
         let event = ClientEvent::Registered(ClientRegistered {
             client_id,
             environment,
             name,
+            token_signing_alg,
+            token_encryption_key,
             at,
         });
         sink.write(event, self).await;
@@ -108,7 +139,7 @@ impl Aggregate for Client {
 /// start from the ledger, then as they are appended); the sessions' [`ClientRegistry`].
 #[derive(Debug, Default)]
 pub struct RegisteredClients {
-    registered: RwLock<HashSet<(ClientId, Environment)>>,
+    registered: RwLock<HashMap<(ClientId, Environment), TokenSettings>>,
 }
 
 impl RegisteredClients {
@@ -117,7 +148,26 @@ impl RegisteredClients {
         self.registered
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert((e.client_id.clone(), e.environment));
+            .insert(
+                (e.client_id.clone(), e.environment),
+                TokenSettings {
+                    signing_alg: e.token_signing_alg,
+                    encryption_key: e.token_encryption_key.clone(),
+                },
+            );
+    }
+
+    /// How `client_id`'s tokens in `environment` are sealed, if it is registered there.
+    pub fn token_settings(
+        &self,
+        client_id: &ClientId,
+        environment: Environment,
+    ) -> Option<TokenSettings> {
+        self.registered
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(client_id.clone(), environment))
+            .cloned()
     }
 }
 
@@ -126,7 +176,7 @@ impl ClientRegistry for RegisteredClients {
         self.registered
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&(client_id.clone(), environment))
+            .contains_key(&(client_id.clone(), environment))
     }
 }
 
@@ -144,6 +194,8 @@ mod tests {
             client_id: ClientId::parse("sp-acme").unwrap(),
             environment: env,
             name: name.into(),
+            token_signing_alg: None,
+            token_encryption_key: None,
             at: at(),
         }
     }
@@ -153,6 +205,8 @@ mod tests {
             client_id: ClientId::parse("sp-acme").unwrap(),
             environment: env,
             name: "Acme Bank".into(),
+            token_signing_alg: None,
+            token_encryption_key: None,
             at: at(),
         })
     }
@@ -189,6 +243,45 @@ mod tests {
                 "name",
                 "must be 1 to 200 characters without control characters",
             ));
+    }
+
+    #[test]
+    fn token_settings_are_recorded_with_the_registration() {
+        let mut cmd = register(Environment::Prod, "Acme Bank");
+        let ClientCommand::Register {
+            token_signing_alg,
+            token_encryption_key,
+            ..
+        } = &mut cmd;
+        *token_signing_alg = Some(TokenSigningAlg::Es256);
+        *token_encryption_key = Some("https://sp.example/jwks.json".into());
+        let ClientEvent::Registered(mut expected) = registered(Environment::Prod);
+        expected.token_signing_alg = Some(TokenSigningAlg::Es256);
+        expected.token_encryption_key = Some("https://sp.example/jwks.json".into());
+        TestFramework::<Client>::with(())
+            .given_no_previous_events()
+            .when(cmd.clone())
+            .then_expect_events(vec![ClientEvent::Registered(expected.clone())]);
+        let view = RegisteredClients::default();
+        view.record(&ClientEvent::Registered(expected));
+        let settings = view
+            .token_settings(&ClientId::parse("sp-acme").unwrap(), Environment::Prod)
+            .unwrap();
+        assert_eq!(settings.signing_alg, Some(TokenSigningAlg::Es256));
+        for bad in [" ".to_string(), "k".repeat(ENCRYPTION_KEY_MAX + 1)] {
+            let ClientCommand::Register {
+                token_encryption_key,
+                ..
+            } = &mut cmd;
+            *token_encryption_key = Some(bad);
+            TestFramework::<Client>::with(())
+                .given_no_previous_events()
+                .when(cmd.clone())
+                .then_expect_error(DomainError::invalid(
+                    "token_encryption_key",
+                    "must be 1 to 16384 bytes",
+                ));
+        }
     }
 
     #[test]

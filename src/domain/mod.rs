@@ -23,6 +23,7 @@ mod error;
 pub mod html;
 pub mod maintenance;
 pub mod session;
+pub mod token;
 pub mod transfer;
 pub mod values;
 

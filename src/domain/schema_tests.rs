@@ -310,6 +310,16 @@ fn examples() -> Vec<Example> {
             client_id: id("sp-acme"),
             environment: Environment::Current,
             name: "Acme Bank A/S".into(),
+            token_signing_alg: None,
+            token_encryption_key: None,
+            at,
+        })),
+        example(ClientEvent::Registered(ClientRegistered {
+            client_id: id("sp-ftn"),
+            environment: Environment::Prod,
+            name: "Suomi Pankki".into(),
+            token_signing_alg: Some(TokenSigningAlg::Es256),
+            token_encryption_key: Some("https://sp-ftn.example/jwks.json".into()),
             at,
         })),
         example(MaintenanceEvent::WindowRecorded(WindowRecorded {
@@ -636,6 +646,18 @@ fn the_schemas_refuse_what_the_seeds_rule_out() {
             find("client.registered", &any),
             "environment",
             json!("TEST"),
+        ),
+        (
+            "client.registered",
+            find("client.registered", &any),
+            "token_signing_alg",
+            json!("RS256"),
+        ),
+        (
+            "client.registered",
+            find("client.registered", &any),
+            "token_encryption_key",
+            json!(""),
         ),
         (
             "maintenance.window_recorded",

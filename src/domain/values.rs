@@ -203,6 +203,14 @@ string_enum!(
 );
 
 string_enum!(
+    /// How a client's transaction tokens are signed: EdDSA (Ed25519) unless its
+    /// registration asks for ES256.
+    TokenSigningAlg, "token_signing_alg", {
+        EdDsa = "EdDSA",
+        Es256 = "ES256",
+    }
+);
+string_enum!(
     /// `error` of every flow error in the seed's tables.
     ErrorKind, "error", {
         AccessDenied = "access_denied",

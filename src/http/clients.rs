@@ -10,7 +10,7 @@ use super::auth::{Admin, Call};
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::domain::client::{Client, ClientCommand, ClientEvent};
-use crate::domain::values::{ClientId, Environment};
+use crate::domain::values::{ClientId, Environment, TokenSigningAlg};
 use crate::record::StreamId;
 
 #[derive(Deserialize, ToSchema)]
@@ -22,6 +22,11 @@ pub struct RegisterClient {
     environment: String,
     /// The SP's display name, 1 to 200 characters.
     name: String,
+    /// `EdDSA` (the default) or `ES256`: how its transaction tokens are signed.
+    token_signing_alg: Option<String>,
+    /// The SP's encryption key, for tokens nested in a JWE: a PEM public key (RSA of at
+    /// least 2048 bits, or EC P-256), a JWK, or the URL of a JWKS Vidne fetches.
+    token_encryption_key: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -31,6 +36,11 @@ pub struct Registered {
     #[schema(value_type = String)]
     environment: Environment,
     name: String,
+    #[schema(value_type = Option<String>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_signing_alg: Option<TokenSigningAlg>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_encryption_key: Option<String>,
     /// The `client.registered` record's ledger `seq` and record hash (hex).
     seq: u64,
     hash: String,
@@ -63,6 +73,11 @@ pub async fn register(
         client_id: client_id.clone(),
         environment: Environment::parse(&body.environment)?,
         name: body.name,
+        token_signing_alg: body
+            .token_signing_alg
+            .map(|a| TokenSigningAlg::parse(&a))
+            .transpose()?,
+        token_encryption_key: body.token_encryption_key,
         at: state.now()?,
     };
     let stream = StreamId::parse(format!("client:{client_id}"))?;
@@ -80,6 +95,8 @@ pub async fn register(
         client_id: e.client_id,
         environment: e.environment,
         name: e.name,
+        token_signing_alg: e.token_signing_alg,
+        token_encryption_key: e.token_encryption_key,
         seq: ack.seq,
         hash: ack.hash.to_hex(),
     }))

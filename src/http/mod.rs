@@ -8,6 +8,7 @@ mod error;
 mod health;
 mod idempotency;
 mod keys;
+mod log;
 mod maintenance;
 mod openapi;
 pub mod pepper;
@@ -126,6 +127,7 @@ impl Application {
                 .configure(sessions::routes)
                 .configure(transfers::routes)
                 .configure(maintenance::routes)
+                .configure(log::routes)
                 .configure(openapi::routes)
                 .default_service(web::to(error::not_found))
         })

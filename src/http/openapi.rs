@@ -37,6 +37,7 @@ use utoipa_swagger_ui::SwaggerUi;
         super::transfers::exchange,
         super::maintenance::record,
         super::maintenance::cancel,
+        super::log::record,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerKeys, &IdempotencyHeader)

@@ -77,8 +77,19 @@ async fn openapi_document_and_swagger_ui() {
         "/v1/maintenance-windows",
         "/v1/maintenance-windows/{window_id}/cancel",
     ];
+    let reads = ["/v1/log/records/{seq}"];
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), routes.len(), "{:?}", paths.keys());
+    assert_eq!(
+        paths.len(),
+        routes.len() + reads.len(),
+        "{:?}",
+        paths.keys()
+    );
+    for path in reads {
+        let op = &doc["paths"][path]["get"];
+        assert_eq!(op["security"][0]["bearer"], json!([]), "{path}");
+        assert!(op["responses"]["200"].is_object(), "{path}");
+    }
     let schemas = &doc["components"]["schemas"];
     let schema_of = |v: &Value| {
         let name = v["$ref"]
@@ -151,7 +162,8 @@ both_backends!(
     keys_and_roles,
     clients_are_registered_per_environment,
     idempotency_keys_replay_the_first_answer,
-    idempotency_key_is_freed_when_nothing_was_appended
+    idempotency_key_is_freed_when_nothing_was_appended,
+    log_records_are_their_canonical_bytes
 );
 
 async fn keys_and_roles(backend: Backend) {
@@ -427,6 +439,55 @@ async fn idempotency_key_is_freed_when_nothing_was_appended(backend: Backend) {
     assert_eq!((status.as_u16(), replayed), (201, true));
     assert_eq!(again, first);
     assert_eq!(reader.count().await.unwrap(), 1);
+    handle.stop(true).await;
+}
+
+/// `GET /v1/log/records/{seq}`: the bytes that were hashed, for auditors and SPs only.
+async fn log_records_are_their_canonical_bytes(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let admin = cli_key(&db, "admin");
+    let broker = cli_key(&db, "broker");
+    let auditor = cli_key(&db, "auditor");
+    let sp = cli_key(&db, "sp:sp-acme");
+    let (base, handle) = spawn_app(&db).await;
+    let http = Client::new();
+    let acme = json!({"client_id": "sp-acme", "environment": "PROD", "name": "Acme Bank"});
+    let (status, made) = post(&http, &format!("{base}/v1/clients"), Some(&admin), acme).await;
+    assert_eq!(status, 201, "{made}");
+    let url = format!("{base}/v1/log/records/0");
+    for key in [&auditor, &sp] {
+        let r = http.get(&url).bearer_auth(key).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let bytes = r.bytes().await.unwrap();
+        let mut h = Sha256::new();
+        h.update([0u8]);
+        h.update(&bytes);
+        assert_eq!(hex::encode(h.finalize()), made["hash"].as_str().unwrap());
+        let record: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(record["type"], "client.registered");
+    }
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    for key in [&admin, &broker] {
+        let r = http.get(&url).bearer_auth(key).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    let r = http
+        .get(format!("{base}/v1/log/records/1"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http
+        .get(format!("{base}/v1/log/records/first"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
     handle.stop(true).await;
 }
 
