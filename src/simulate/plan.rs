@@ -166,6 +166,25 @@ pub enum Action {
     Logout,
 }
 
+impl Action {
+    /// The name the out file gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::StartWithLogin => "start_with_login",
+            Action::Login => "login",
+            Action::SsoReuse => "sso_reuse",
+            Action::Sign => "sign",
+            Action::CprMatch => "cpr_match",
+            Action::PidLookup => "pid_lookup",
+            Action::TransferIssue => "transfer_issue",
+            Action::TransferExchange => "transfer_exchange",
+            Action::FlowError => "flow_error",
+            Action::Logout => "logout",
+        }
+    }
+}
+
 /// The answer a request should get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -1075,7 +1094,7 @@ mod tests {
     #[test]
     fn bodies_pass_the_domain_rules_they_should() {
         let plan = Plan::new(11, 400);
-        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+        let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
         for (session, step) in all_steps(&plan) {
             let body = &step.request.body;
             let ok = step.request.expect == Expect::Recorded;
@@ -1122,7 +1141,7 @@ mod tests {
                 _ => {}
             }
             if ok {
-                *counts.entry(format!("{:?}", step.action)).or_default() += 1;
+                *counts.entry(step.action.as_str()).or_default() += 1;
             }
         }
         // Every kind of step is recorded somewhere in 400 sessions.
@@ -1157,6 +1176,25 @@ mod tests {
             .unwrap();
         let sent = step.body_at(chrono::Utc::now());
         assert_eq!(sent["cpr"].as_str(), step.cpr.as_ref().map(FakeCpr::reveal));
+    }
+
+    #[test]
+    fn action_names_are_the_serialized_ones() {
+        for action in [
+            Action::Start,
+            Action::StartWithLogin,
+            Action::Login,
+            Action::SsoReuse,
+            Action::Sign,
+            Action::CprMatch,
+            Action::PidLookup,
+            Action::TransferIssue,
+            Action::TransferExchange,
+            Action::FlowError,
+            Action::Logout,
+        ] {
+            assert_eq!(serde_json::to_value(action).unwrap(), action.as_str());
+        }
     }
 
     #[test]

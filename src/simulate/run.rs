@@ -623,10 +623,10 @@ async fn run_session(ctx: &Ctx<'_>, plan: SessionPlan) -> SessionDone {
             continue;
         }
         let what = format!(
-            "session {} step {} ({:?} in {})",
+            "session {} step {} ({} in {})",
             plan.session_id,
             k + 1,
-            step.action,
+            step.action.as_str(),
             step.transaction_id
         );
         let body = step.body_at(chrono::Utc::now());
