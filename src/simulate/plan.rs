@@ -687,7 +687,10 @@ impl Builder<'_> {
     fn sign(&mut self, tx: &str, html: bool, reference: bool, expect: Expect) {
         let kroner = 1 + self.rng.below(25_000);
         let ore = self.rng.below(100);
-        let to = self.client_name(&self.transactions[0].client_id);
+        let to = self
+            .transactions
+            .first()
+            .map_or("the SP", |t| self.client_name(&t.client_id));
         let text = if html {
             format!(
                 "<html><body><h2>Betaling</h2><p>Overfør <b>{kroner},{ore:02} kr</b> til {to}</p></body></html>"
