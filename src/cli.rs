@@ -110,9 +110,9 @@ pub enum Command {
     /// makes a key for each, a broker key and an auditor key. With the broker key it then
     /// runs N sessions, session i on IdP i mod 8 (mitid, mitid_erhverv, nemid, bankid_no,
     /// bankid_mobile_no, buypass_no, bankid_se, ftn): logins, signings, CPR matches, PID
-    /// lookups, Controlled Transfers, SSO reuse, flow errors, logouts; and refused
-    /// requests (a 4th CPR match, a reused and an unknown transfer code, bad html, a
-    /// reference text of 131 characters, a signing without a signed request, a request
+    /// lookups, Controlled Transfers, SSO reuse, completions, flow errors, logouts; and
+    /// refused requests (a 4th CPR match, a reused and an unknown transfer code, bad html,
+    /// a reference text of 131 characters, a signing without a signed request, a request
     /// after the logout), each at least once when N >= 8. Last, two IdP maintenance
     /// windows, one cancelled. Every write carries an Idempotency-Key made from the seed
     /// and is retried with it on connection errors and 503s.
@@ -122,11 +122,11 @@ pub enum Command {
     /// [{"action", "outcome", "error_description"?, "status"?}]}], "auditor_key",
     /// "refused": {"<error_description>": count}}. An action is start, start_with_login,
     /// login, sso_reuse, sign, cpr_match, pid_lookup, transfer_issue, transfer_exchange,
-    /// flow_error or logout (listed under the transaction started last); its outcome
-    /// recorded, refused (with the error_description), failed (with the status) or
-    /// skipped (after a failure in its session). Two runs of one seed differ only in the
-    /// url and the keys. FILE holds keys: it is made readable by its owner only. No CPR
-    /// number is ever written to it.
+    /// complete, flow_error or logout (listed under the transaction started last); its
+    /// outcome recorded, refused (with the error_description), failed (with the status)
+    /// or skipped (after a failure in its session). Two runs of one seed differ only in
+    /// the url and the keys. FILE holds keys: it is made readable by its owner only. No
+    /// CPR number is ever written to it.
     ///
     /// Exits 0 when every answer was the planned one, 1 naming the failures otherwise,
     /// 2 when the service cannot be reached, the admin key is refused, or the seed was

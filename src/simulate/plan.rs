@@ -163,6 +163,8 @@ pub enum Action {
     TransferIssue,
     TransferExchange,
     FlowError,
+    /// The broker answered the SP: the transaction takes nothing more.
+    Complete,
     Logout,
 }
 
@@ -180,6 +182,7 @@ impl Action {
             Action::TransferIssue => "transfer_issue",
             Action::TransferExchange => "transfer_exchange",
             Action::FlowError => "flow_error",
+            Action::Complete => "complete",
             Action::Logout => "logout",
         }
     }
@@ -441,6 +444,7 @@ fn login_members(idp: Idp, rng: &mut SplitMix64) -> Map<String, Value> {
             set("aal", aal.into());
             set("amr", json!(amr));
             set("subject", json!({"mitid.uuid": rng.uuid()}));
+            psd2(rng, &mut set);
         }
         Idp::MitidErhverv => {
             let aal = rng.pick(&[SUBSTANTIAL, HIGH]);
@@ -461,6 +465,7 @@ fn login_members(idp: Idp, rng: &mut SplitMix64) -> Map<String, Value> {
             set("aal", aal.into());
             set("amr", json!(amr));
             set("subject", subject);
+            psd2(rng, &mut set);
         }
         Idp::Nemid => {
             set("amr", json!([rng.pick(&["nemid.keyfile", "nemid.otp"])]));
@@ -513,6 +518,13 @@ fn login_members(idp: Idp, rng: &mut SplitMix64) -> Map<String, Value> {
         }
     }
     m
+}
+
+/// `mitid.psd2`, which MitID reports for some logins.
+fn psd2(rng: &mut SplitMix64, set: &mut impl FnMut(&str, Value)) {
+    if rng.chance(60) {
+        set("psd2", rng.chance(80).into());
+    }
 }
 
 /// Flow error codes per IdP, from the seed's tables where it has them (MitID, MitID
@@ -839,6 +851,7 @@ impl Builder<'_> {
             Expect::Recorded,
         );
         self.login(&tx_b);
+        self.complete(&tx_b);
         if reuse {
             let expect = Expect::refused(codes::MITID_TRANSFER_TOKEN_EXCHANGE_CODE_ALREADY_USED);
             self.push(
@@ -871,6 +884,13 @@ impl Builder<'_> {
             body,
             expect,
         );
+    }
+
+    /// The transaction ends well: the broker answered the SP.
+    fn complete(&mut self, tx: &str) {
+        let path = self.path("completions");
+        let body = json!({ "transaction_id": tx });
+        self.push(Action::Complete, tx, path, body, Expect::Recorded);
     }
 
     fn logout(&mut self) {
@@ -909,12 +929,14 @@ impl Builder<'_> {
         self.pid_lookup(&tx, true);
         self.pid_lookup(&tx, false);
         self.transfer(&tx, true, true);
+        self.complete(&tx);
         let other = self.client(None);
         let sso = self.start(&other, false, false);
         self.sso_reuse(&sso);
         let limited =
             Expect::refused(codes::MITID_TRANSACTION_SIGNING_FLOW_LIMITED_TO_SIGNED_REQUEST);
         self.sign(&sso, false, false, limited);
+        self.complete(&sso);
         let failing = self.start(a, false, false);
         self.flow_error(&failing, Expect::Recorded);
         self.logout();
@@ -923,6 +945,7 @@ impl Builder<'_> {
     /// Session 1: a login, the logout, and a flow error reported after it.
     fn logout_tour(&mut self, a: &str) {
         let tx = self.start(a, false, true);
+        self.complete(&tx);
         self.logout();
         self.flow_error(&tx, Expect::refused(SESSION_LOGGED_OUT));
     }
@@ -956,14 +979,23 @@ impl Builder<'_> {
             }
             _ => {}
         }
+        // Most transactions end with the broker's answer to the SP; the rest are
+        // abandoned.
+        if self.rng.chance(85) {
+            self.complete(&tx);
+        }
         // Another SP in the same session: SSO for MitID, a new login for the others.
         if self.rng.chance(25) {
             let other = self.client(None);
-            if self.idp == Idp::Mitid {
+            let tx2 = if self.idp == Idp::Mitid {
                 let tx2 = self.start(&other, false, false);
                 self.sso_reuse(&tx2);
+                tx2
             } else {
-                self.start(&other, false, true);
+                self.start(&other, false, true)
+            };
+            if self.rng.chance(85) {
+                self.complete(&tx2);
             }
         }
         if self.rng.chance(10) {
@@ -1148,7 +1180,7 @@ mod tests {
             }
         }
         // Every kind of step is recorded somewhere in 400 sessions.
-        assert_eq!(counts.len(), 11, "{counts:?}");
+        assert_eq!(counts.len(), 12, "{counts:?}");
     }
 
     #[test]
@@ -1194,6 +1226,7 @@ mod tests {
             Action::TransferIssue,
             Action::TransferExchange,
             Action::FlowError,
+            Action::Complete,
             Action::Logout,
         ] {
             assert_eq!(serde_json::to_value(action).unwrap(), action.as_str());

@@ -153,6 +153,13 @@ async fn simulate_covers_every_idp_and_refusal(backend: Backend) {
             );
         }
     }
+    // Session 0 alone takes every kind of step.
+    let actions: BTreeSet<&str> = transactions
+        .iter()
+        .flat_map(|t| t["actions"].as_array().unwrap())
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions.len(), 12, "{actions:?}");
     for code in PLANNED_REFUSALS {
         assert!(file["refused"][code].as_u64() >= Some(1), "{code}: {file}");
     }
