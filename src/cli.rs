@@ -2,6 +2,7 @@
 //! a default; `vidne --help` and `vidne <command> --help` list them all.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -13,6 +14,7 @@ use crate::db::{self, DatabaseUrl};
 use crate::domain::values::Pepper;
 use crate::http::{Application, ServeConfig};
 use crate::ledger::Reader;
+use crate::simulate;
 use crate::verify::{self, VerifyError};
 
 #[derive(Parser, Debug)]
@@ -101,6 +103,56 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Drive a running service's HTTP API the way a busy broker would, from a seed: the
+    /// same seed gives the same traffic.
+    ///
+    /// With the admin key it registers four SP clients (in CURRENT, PROD or both) and
+    /// makes a key for each, a broker key and an auditor key. With the broker key it then
+    /// runs N sessions, session i on IdP i mod 8 (mitid, mitid_erhverv, nemid, bankid_no,
+    /// bankid_mobile_no, buypass_no, bankid_se, ftn): logins, signings, CPR matches, PID
+    /// lookups, Controlled Transfers, SSO reuse, completions, flow errors, logouts; and
+    /// refused requests (a 4th CPR match, a reused and an unknown transfer code, bad html,
+    /// a reference text of 131 characters, a signing without a signed request, a request
+    /// after the logout), each at least once when N >= 8. Last, two IdP maintenance
+    /// windows, one cancelled. Every write carries an Idempotency-Key made from the seed
+    /// and is retried with it on connection errors and 503s.
+    ///
+    /// FILE is JSON: {"url", "clients": [{"client_id", "environment", "sp_key"}],
+    /// "transactions": [{"transaction_id", "session_id", "client_id", "idp", "actions":
+    /// [{"action", "outcome", "error_description"?, "status"?}]}], "auditor_key",
+    /// "refused": {"<error_description>": count}}. An action is start, start_with_login,
+    /// login, sso_reuse, sign, cpr_match, pid_lookup, transfer_issue, transfer_exchange,
+    /// complete, flow_error or logout (listed under the transaction started last); its
+    /// outcome recorded, refused (with the error_description), failed (with the status)
+    /// or skipped (after a failure in its session). Two runs of one seed differ only in
+    /// the url and the keys. FILE holds keys: it is made readable by its owner only. No
+    /// CPR number is ever written to it.
+    ///
+    /// Exits 0 when every answer was the planned one, 1 naming the failures otherwise,
+    /// 2 when the service cannot be reached, the admin key is refused, or the seed was
+    /// simulated against this ledger already.
+    Simulate {
+        /// The service's base URL, http:// only: https is not supported, as this build's
+        /// HTTP client has no TLS.
+        #[arg(long, env = "VIDNE_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An admin API key (`vidne keys create --role admin`). Prefer the environment
+        /// variable: a flag shows in the process list.
+        #[arg(long, env = "VIDNE_ADMIN_KEY", hide_env_values = true)]
+        admin_key: String,
+        /// Sessions to run (at least 8 to cover every IdP and every refusal).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+        sessions: u64,
+        /// Seed of the traffic: every id and choice derives from it.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where to write what was done (JSON).
+        #[arg(long, default_value = "simulation.json")]
+        out: PathBuf,
+        /// Sessions in flight at once; each session's requests go in order.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        concurrency: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -203,6 +255,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         }) => {
             crate::bench::append(&database, records, appenders).await?;
             Ok(0)
+        }
+        Command::Simulate {
+            url,
+            admin_key,
+            sessions,
+            seed,
+            out,
+            concurrency,
+        } => {
+            let options = simulate::Options {
+                url,
+                admin_key,
+                sessions: usize::try_from(sessions)?,
+                seed,
+                out,
+                concurrency: usize::try_from(concurrency)?,
+                progress: std::io::stderr().is_terminal(),
+            };
+            let summary = simulate::run(&options).await?;
+            print!("{summary}");
+            if summary.failure_count == 0 {
+                return Ok(0);
+            }
+            eprintln!(
+                "{} requests were not answered as planned; the first:",
+                summary.failure_count
+            );
+            for f in &summary.failures {
+                eprintln!("  {f}");
+            }
+            Ok(1)
         }
     }
 }

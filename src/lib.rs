@@ -4,7 +4,7 @@
 //! newtypes its members parse into; `ledger` the append and read paths; `verify` the
 //! independent checker; `http` the service; `domain` the broker events and the
 //! aggregates that decide them; `app` runs their commands on the ledger; `auth` the API
-//! keys and roles.
+//! keys and roles; `simulate` a broker's traffic over HTTP, from a seed.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -17,5 +17,6 @@ pub mod http;
 pub mod idempotency;
 pub mod ledger;
 pub mod record;
+pub mod simulate;
 pub mod spec;
 pub mod verify;

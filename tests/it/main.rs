@@ -8,4 +8,5 @@ mod append;
 mod broker;
 mod fixture;
 mod service;
+mod simulate;
 mod tamper;
