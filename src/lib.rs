@@ -4,7 +4,8 @@
 //! newtypes its members parse into; `ledger` the append and read paths; `verify` the
 //! independent checker; `http` the service; `domain` the broker events and the
 //! aggregates that decide them; `app` runs their commands on the ledger; `auth` the API
-//! keys and roles; `simulate` a broker's traffic over HTTP, from a seed.
+//! keys and roles; `simulate` a broker's traffic over HTTP, from a seed; `token` the
+//! sealed transaction tokens (signing keys, JWS/JWE, the independent token verifier).
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -19,4 +20,5 @@ pub mod ledger;
 pub mod record;
 pub mod simulate;
 pub mod spec;
+pub mod token;
 pub mod verify;
