@@ -170,7 +170,7 @@ impl SigningKey {
                 public.insert("kty".into(), "OKP".into());
                 public.insert("crv".into(), "Ed25519".into());
                 public.insert("x".into(), b64(sk.verifying_key().as_bytes()));
-                let der = sk.to_pkcs8_der().map_err(|e| e.to_string())?;
+                let der = ed25519_v1(&sk).to_pkcs8_der().map_err(|e| e.to_string())?;
                 jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes())
             }
             Alg::ES256 => {
@@ -200,10 +200,20 @@ impl SigningKey {
     }
 }
 
+fn ed25519_v1(sk: &ed25519_dalek::SigningKey) -> ed25519_dalek::pkcs8::KeypairBytes {
+    ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: sk.to_bytes(),
+        public_key: None,
+    }
+}
+
 /// A fresh private key of `alg` as PKCS#8 PEM.
 fn generate_pem(alg: Alg) -> Result<Zeroizing<String>, String> {
     match alg {
-        Alg::EdDSA => ed25519_dalek::SigningKey::generate(&mut OsRng)
+        // PKCS#8 v1 (RFC 8410 without the optional public key): ed25519-dalek's own
+        // `to_pkcs8_pem` writes v2 with the public key, which OpenSSL 3 and Python's
+        // `cryptography` refuse to load.
+        Alg::EdDSA => ed25519_v1(&ed25519_dalek::SigningKey::generate(&mut OsRng))
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|e| e.to_string()),
         Alg::ES256 => p256::ecdsa::SigningKey::random(&mut OsRng)
@@ -834,6 +844,22 @@ mod tests {
             0,
             "nothing written"
         );
+    }
+
+    #[test]
+    fn key_files_load_in_openssl() {
+        // Given keys written by the store, when OpenSSL (through josekit) reads them,
+        // then they load and sign
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("k");
+        let keys = SigningKeys::ensure(&dir, t0()).unwrap();
+        for key in keys.keys() {
+            let pem = std::fs::read(dir.join(format!("{}.pem", key.kid()))).unwrap();
+            match key.alg() {
+                Alg::EdDSA => assert!(josekit::jws::EdDSA.signer_from_pem(&pem).is_ok()),
+                Alg::ES256 => assert!(josekit::jws::ES256.signer_from_pem(&pem).is_ok()),
+            }
+        }
     }
 
     #[test]
