@@ -15,6 +15,7 @@ use crate::domain::values::Pepper;
 use crate::http::{Application, ServeConfig};
 use crate::ledger::Reader;
 use crate::simulate;
+use crate::token;
 use crate::verify::{self, VerifyError};
 
 #[derive(Parser, Debug)]
@@ -97,9 +98,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// API keys.
+    /// API keys and token signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Sealed transaction tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -169,6 +173,21 @@ pub enum KeysCommand {
         #[arg(long)]
         name: String,
     },
+    /// Add a token signing key: published in the JWKS at once, signing only after the
+    /// publish lead; the key it replaces then stops signing and stays published. Prints
+    /// the new kid and when it signs, never key material.
+    RotateSigning(token::cmd::RotateArgs),
+    /// List the token signing keys with their state (pending, active, retired).
+    ListSigning(token::cmd::ListArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Decrypt (if needed) and verify a token: alg allow-list, typ, kid, signature,
+    /// claims, and its ledger binding against --database or --url. Exits 0 when valid and
+    /// bound, 1 naming the failed check, 2 if inputs or the ledger cannot be read, 3 when
+    /// valid but no ledger was given to check the binding.
+    Verify(token::cmd::VerifyArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -248,6 +267,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("{}", made.key.reveal());
             Ok(0)
         }
+        Command::Keys(KeysCommand::RotateSigning(args)) => token::cmd::rotate_signing(&args),
+        Command::Keys(KeysCommand::ListSigning(args)) => token::cmd::list_signing(&args),
+        Command::Token(TokenCommand::Verify(args)) => Ok(token::cmd::verify_token(&args).await),
         Command::Bench(BenchCommand::Append {
             database,
             records,

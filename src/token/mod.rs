@@ -15,7 +15,7 @@
 //! `ledger::Reader` or over HTTP, and `cmd` holds the `vidne keys … -signing` and
 //! `vidne token verify` commands.
 
-
+pub mod cmd;
 pub mod jwks_cache;
 pub mod keys;
 pub mod lookup;
