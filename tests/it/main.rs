@@ -7,6 +7,8 @@ mod api;
 mod append;
 mod broker;
 mod fixture;
+mod interop;
 mod service;
 mod simulate;
 mod tamper;
+mod token;
