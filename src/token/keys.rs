@@ -326,7 +326,7 @@ impl SigningKeys {
                 _ => {}
             }
         }
-        keys.sort_by(|a, b| (a.signs_from, a.created_at).cmp(&(b.signs_from, b.created_at)));
+        keys.sort_by_key(|k| (k.signs_from, k.created_at));
         Ok(SigningKeys {
             dir: dir.to_path_buf(),
             keys,

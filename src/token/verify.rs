@@ -26,6 +26,8 @@ use super::TOKEN_TYPE;
 use crate::spec::hash::Hash32;
 use crate::spec::MAX_SAFE_INTEGER;
 
+type JsonObject = Map<String, Value>;
+
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
 /// The JWS algorithms accepted.
@@ -312,10 +314,7 @@ fn decrypt(
     Ok((jws, header))
 }
 
-fn verify_jws(
-    jws: &str,
-    jwks: &Value,
-) -> Result<(Map<String, Value>, Map<String, Value>), TokenError> {
+fn verify_jws(jws: &str, jwks: &Value) -> Result<(JsonObject, JsonObject), TokenError> {
     let mut parts = jws.split('.');
     let (h, p, s) = match (parts.next(), parts.next(), parts.next()) {
         (Some(h), Some(p), Some(s)) => (h, p, s),
