@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -57,6 +58,34 @@ pub struct DatabaseArg {
     pub url: DatabaseUrl,
 }
 
+/// How transaction tokens are sealed (`serve`, `projections rebuild`).
+#[derive(Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// The token signing key directory (0700; one 0600 file per key); required with
+    /// PostgreSQL. Without it on SQLite: `<database file>.keys/`, made on first start.
+    #[arg(long, env = "VIDNE_SIGNING_KEYS")]
+    pub signing_keys: Option<std::path::PathBuf>,
+    /// `iss` of every transaction token.
+    #[arg(long, env = "VIDNE_ISSUER", default_value = "https://vidne.local")]
+    pub issuer: String,
+    /// The ledger's origin (SPEC section 5), named in every token's ledger binding; set
+    /// once per deployment, never changed.
+    #[arg(long, env = "VIDNE_ORIGIN", default_value = "vidne.local/ledger")]
+    pub origin: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectionsCommand {
+    /// Forget the transaction tokens and make them again from the whole ledger (same
+    /// claims; signed with the keys current now). Stop the service first.
+    Rebuild {
+        #[command(flatten)]
+        database: DatabaseArg,
+        #[command(flatten)]
+        tokens: TokenArgs,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the HTTP service (migrates the database first).
@@ -77,7 +106,12 @@ pub enum Command {
         /// Prefer the environment variable: a flag shows in the process list.
         #[arg(long, env = "VIDNE_CPR_PEPPER", hide_env_values = true)]
         cpr_pepper: Option<String>,
+        #[command(flatten)]
+        tokens: TokenArgs,
     },
+    /// The projections made from the ledger.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
     /// Apply the database migrations and exit.
     Migrate {
         #[command(flatten)]
@@ -206,6 +240,32 @@ pub enum BenchCommand {
     },
 }
 
+/// `vidne projections rebuild`: forgets the tokens, then seals them again from `seq` 0
+/// with the keys current now. Returns the tokens sealed and the records read.
+async fn rebuild_tokens(url: &DatabaseUrl, args: TokenArgs) -> anyhow::Result<(u64, u64)> {
+    use crate::domain::token::TokenContext;
+    use crate::projection::TokenProjection;
+    use crate::token::{resolve_key_dir, KeySealer, SigningKeys};
+    let db = db::open(url, "vidne-projections", 2).await?;
+    let reader = Reader::new(db.clone());
+    let clients = crate::http::registry::ClientsView::load(&reader).await?;
+    let keys = SigningKeys::ensure(
+        &resolve_key_dir(url, args.signing_keys)?,
+        chrono::Utc::now(),
+    )?;
+    let sealer = KeySealer::new(keys, clients.clients());
+    let context = TokenContext {
+        issuer: args.issuer,
+        origin: args.origin,
+    };
+    let projection = TokenProjection::new(db.clone(), reader.clone(), context, Arc::new(sealer));
+    projection.reset().await?;
+    let records = projection.catch_up().await?;
+    let tokens = projection.count().await?;
+    db.close().await;
+    Ok((tokens, records))
+}
+
 /// Runs the parsed command; the `u8` is the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
@@ -215,6 +275,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             read_connections,
             max_body_bytes,
             cpr_pepper,
+            tokens,
         } => {
             let cpr_pepper = cpr_pepper
                 .map(|p| Pepper::new(p.into_bytes()))
@@ -226,10 +287,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 read_connections,
                 max_body_bytes,
                 cpr_pepper,
+                signing_keys: tokens.signing_keys,
+                issuer: tokens.issuer,
+                origin: tokens.origin,
             })
             .await?;
             tracing::info!(database = %database.url, port = app.port(), "vidne serving on {listen}");
             app.run_until_stopped().await?;
+            Ok(0)
+        }
+        Command::Projections(ProjectionsCommand::Rebuild { database, tokens }) => {
+            let (tokens, records) = rebuild_tokens(&database.url, tokens).await?;
+            println!("transaction tokens rebuilt: {tokens} tokens from {records} records");
             Ok(0)
         }
         Command::Migrate { database } => {

@@ -17,6 +17,7 @@ pub mod domain;
 pub mod http;
 pub mod idempotency;
 pub mod ledger;
+pub mod projection;
 pub mod record;
 pub mod simulate;
 pub mod spec;

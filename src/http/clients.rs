@@ -12,6 +12,7 @@ use super::{ApiError, AppState};
 use crate::domain::client::{Client, ClientCommand, ClientEvent};
 use crate::domain::values::{ClientId, Environment, TokenSigningAlg};
 use crate::record::StreamId;
+use crate::token::parse_encryption_key;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +70,14 @@ pub async fn register(
 ) -> Result<HttpResponse, ApiError> {
     let (principal, body) = (call.principal, call.body);
     let client_id = ClientId::parse(body.client_id)?;
+    if let Some(key) = &body.token_encryption_key {
+        // A key the service could not encrypt to is refused now, not at the first fetch.
+        parse_encryption_key(key).map_err(|e| ApiError::BadRequest {
+            code: "invalid_request",
+            description: e.to_string(),
+            field: Some("token_encryption_key".into()),
+        })?;
+    }
     let command = ClientCommand::Register {
         client_id: client_id.clone(),
         environment: Environment::parse(&body.environment)?,

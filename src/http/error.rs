@@ -25,6 +25,12 @@ pub enum ApiError {
     Forbidden,
     #[error("no such resource")]
     NotFound,
+    /// 404 with the reason, where "no such resource" would leave the caller guessing.
+    #[error("{0}")]
+    Missing(&'static str),
+    /// Something the request depends on outside Vidne failed (a client's JWKS URL).
+    #[error("{0}")]
+    Upstream(String),
     #[error("{0}")]
     Conflict(String),
     #[error("payload too large")]
@@ -110,7 +116,8 @@ impl ResponseError for ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) | ApiError::CommitUnknown(_) => {
@@ -138,7 +145,8 @@ impl ResponseError for ApiError {
             ApiError::BadRequest { code, field, .. } => (*code, field.as_deref()),
             ApiError::Unauthorized(_) => ("unauthorized", None),
             ApiError::Forbidden => ("forbidden", None),
-            ApiError::NotFound => ("not_found", None),
+            ApiError::NotFound | ApiError::Missing(_) => ("not_found", None),
+            ApiError::Upstream(_) => ("upstream_error", None),
             ApiError::Conflict(_) => ("conflict", None),
             ApiError::TooLarge => ("payload_too_large", None),
             ApiError::Unavailable(_) => ("unavailable", None),

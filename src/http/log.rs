@@ -42,7 +42,7 @@ pub async fn record(
         .reader
         .get(seq.into_inner())
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or(ApiError::Missing("no record at this seq"))?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(row.canonical))

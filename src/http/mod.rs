@@ -12,12 +12,15 @@ mod log;
 mod maintenance;
 mod openapi;
 pub mod pepper;
-mod registry;
+pub mod registry;
 mod sessions;
+mod tokens;
 mod transfers;
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
 use actix_web::{middleware, web, App, HttpServer};
@@ -27,9 +30,12 @@ use crate::app::Commands;
 use crate::auth::store::KeyStore;
 use crate::db::{self, DatabaseUrl, Db};
 use crate::domain::session::SessionServices;
+use crate::domain::token::TokenContext;
 use crate::domain::values::{Pepper, Timestamp};
 use crate::idempotency::IdempotencyStore;
 use crate::ledger::{Ledger, LedgerOptions, Reader};
+use crate::projection::TokenProjection;
+use crate::token::{self, JwksCache, KeySealer, SigningKeys};
 
 pub use error::ApiError;
 
@@ -45,6 +51,13 @@ pub struct ServeConfig {
     /// The CPR pepper; `None`: required on PostgreSQL, kept in a file next to an SQLite
     /// database (see [`pepper`]).
     pub cpr_pepper: Option<Pepper>,
+    /// The token signing key directory; `None`: required on PostgreSQL, `<database
+    /// file>.keys/` next to an SQLite database.
+    pub signing_keys: Option<PathBuf>,
+    /// `iss` of every transaction token.
+    pub issuer: String,
+    /// The ledger's origin (SPEC section 5), named in every token's binding.
+    pub origin: String,
 }
 
 /// Shared by every handler.
@@ -62,6 +75,12 @@ pub struct AppState {
     pub clients: Arc<registry::ClientsView>,
     /// What sessions need: the CPR pepper and the client registry.
     pub sessions: SessionServices,
+    /// The sealed transaction tokens.
+    pub tokens: TokenProjection,
+    /// The signing keys (for the JWKS).
+    pub sealer: KeySealer,
+    /// Clients' JWKS documents, for those registered with a JWKS URL.
+    pub jwks: Arc<JwksCache>,
 }
 
 impl AppState {
@@ -80,7 +99,43 @@ pub struct Application {
     port: u16,
     server: Server,
     ledger: Ledger,
+    follower: tokio::task::JoinHandle<()>,
     pools: Vec<Db>,
+}
+
+/// Keeps the token projection up with the ledger: the client view first (a token is
+/// sealed as its client's registration says), then the records; the signing keys are
+/// re-read every minute, so a rotation takes effect without a restart.
+async fn follow(
+    tokens: TokenProjection,
+    clients: Arc<registry::ClientsView>,
+    reader: Reader,
+    sealer: KeySealer,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut keys_read = Instant::now();
+    loop {
+        if keys_read.elapsed() > Duration::from_secs(60) {
+            if let Err(e) = sealer.reload() {
+                tracing::error!(error = %e, "signing keys: reload failed; keeping those loaded");
+            }
+            keys_read = Instant::now();
+        }
+        let caught_up = match clients.catch_up(&reader).await {
+            Ok(()) => tokens.catch_up().await.map(drop),
+            Err(e) => Err(e),
+        };
+        match caught_up {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::error!(error = %e, "token projection failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        }
+        tokens.idle(Duration::from_millis(500)).await;
+    }
 }
 
 impl Application {
@@ -92,7 +147,32 @@ impl Application {
         let reader = Reader::new(read_db.clone());
         let fingerprint_key = pepper.derive_key("idempotency fingerprint");
         let clients = Arc::new(registry::ClientsView::load(&reader).await?);
+        let key_dir = token::resolve_key_dir(&config.database, config.signing_keys.clone())?;
+        let keys = SigningKeys::ensure(&key_dir, chrono::Utc::now())?;
+        let sealer = KeySealer::new(keys, clients.clients());
+        let context = TokenContext {
+            issuer: config.issuer.clone(),
+            origin: config.origin.clone(),
+        };
+        // The projection writes through a connection of its own, so that its batches
+        // never wait on the request handlers' pool.
+        let projection_db = Db::connect(&config.database, "vidne-projection", 1).await?;
+        let tokens = TokenProjection::new(
+            projection_db.clone(),
+            reader.clone(),
+            context,
+            Arc::new(sealer.clone()),
+        );
+        let follower = tokio::spawn(follow(
+            tokens.clone(),
+            clients.clone(),
+            reader.clone(),
+            sealer.clone(),
+        ));
         let state = AppState {
+            tokens,
+            sealer,
+            jwks: Arc::new(JwksCache::default()),
             sessions: SessionServices {
                 pepper,
                 clients: clients.registry(),
@@ -128,6 +208,7 @@ impl Application {
                 .configure(transfers::routes)
                 .configure(maintenance::routes)
                 .configure(log::routes)
+                .configure(tokens::routes)
                 .configure(openapi::routes)
                 .default_service(web::to(error::not_found))
         })
@@ -137,7 +218,8 @@ impl Application {
             port,
             server,
             ledger,
-            pools: vec![read_db, write_db],
+            follower,
+            pools: vec![read_db, write_db, projection_db],
         })
     }
 
@@ -149,6 +231,7 @@ impl Application {
     /// answer every queued append before the pools close.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        self.follower.abort();
         self.ledger.close().await;
         for pool in &self.pools {
             pool.close().await;

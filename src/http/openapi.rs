@@ -38,6 +38,8 @@ use utoipa_swagger_ui::SwaggerUi;
         super::maintenance::record,
         super::maintenance::cancel,
         super::log::record,
+        super::tokens::jwks,
+        super::tokens::token,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerKeys, &IdempotencyHeader)

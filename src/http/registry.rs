@@ -71,4 +71,9 @@ impl ClientsView {
     pub fn registry(&self) -> Arc<dyn ClientRegistry> {
         self.clients.clone()
     }
+
+    /// The view itself, for the token sealer (each client's token settings).
+    pub fn clients(&self) -> Arc<RegisteredClients> {
+        self.clients.clone()
+    }
 }

@@ -357,7 +357,11 @@ async fn run(
                     .map_err(ApiError::Internal)?;
                 caught_up = true;
             }
-            other => return Ok(other?),
+            other => {
+                let done = other?;
+                state.tokens.nudge();
+                return Ok(done);
+            }
         }
     }
 }

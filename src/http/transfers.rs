@@ -66,6 +66,7 @@ pub async fn exchange(
         .commands
         .execute::<ControlledTransfer>(&stream, &principal.actor()?, command, &())
         .await?;
+    state.tokens.nudge();
     Ok(HttpResponse::Created().json(ExchangeOut {
         records: recorded(&stream, &done),
         code,

@@ -20,6 +20,7 @@ pub mod jwks_cache;
 pub mod keys;
 pub mod lookup;
 pub mod seal;
+pub mod sealer;
 pub mod verify;
 
 use std::fmt;
@@ -29,6 +30,7 @@ pub use jwks_cache::JwksCache;
 pub use keys::{resolve_key_dir, KeyError, SigningKey, SigningKeys};
 pub use lookup::{DbLedger, HttpLedger};
 pub use seal::{encrypt, parse_encryption_key, sign, EncryptionKeySource, RecipientKey, SealError};
+pub use sealer::KeySealer;
 pub use verify::{check_binding, verify, DecryptKey, LedgerLookup, TokenError, Verified};
 
 /// The `typ` header of every transaction token (RFC 8725 section 3.11: explicit typing).

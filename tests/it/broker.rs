@@ -960,6 +960,9 @@ async fn cpr_pepper_is_required_or_kept_next_to_the_sqlite_file() {
         read_connections: 1,
         max_body_bytes: 64 * 1024,
         cpr_pepper: None,
+        signing_keys: None,
+        issuer: "https://broker.test".into(),
+        origin: "vidne.test/ledger".into(),
     };
     let pg = TestDb::new(Backend::Postgres).await;
     let err = vidne::http::Application::build(config(&pg))

@@ -36,7 +36,8 @@ fn pg_url(name: &str) -> String {
 pub struct TestDb {
     pub url: DatabaseUrl,
     pg_name: Option<String>,
-    _dir: Option<tempfile::TempDir>,
+    /// The SQLite file's directory, and the signing keys' (both backends).
+    dir: tempfile::TempDir,
 }
 
 impl TestDb {
@@ -54,7 +55,7 @@ impl TestDb {
                 TestDb {
                     url,
                     pg_name: Some(name),
-                    _dir: None,
+                    dir: tempfile::tempdir().unwrap(),
                 }
             }
             Backend::Sqlite => {
@@ -63,10 +64,16 @@ impl TestDb {
                 TestDb {
                     url: DatabaseUrl::Sqlite(path),
                     pg_name: None,
-                    _dir: Some(dir),
+                    dir,
                 }
             }
         }
+    }
+
+    /// The token signing key directory of a service on this database (made by its
+    /// first start).
+    pub fn key_dir(&self) -> PathBuf {
+        self.dir.path().join("signing-keys")
     }
 
     pub fn url_string(&self) -> String {
@@ -191,6 +198,10 @@ pub async fn kill_backends(pool: &sqlx::PgPool, application_name: &str) {
     .unwrap();
 }
 
+/// `iss` and ledger origin of the services the tests start.
+pub const TEST_ISSUER: &str = "https://broker.test";
+pub const TEST_ORIGIN: &str = "vidne.test/ledger";
+
 /// The CPR pepper of the services the tests start.
 pub const TEST_PEPPER: &[u8] = b"vidne-test-pepper-0123456789abcdef";
 
@@ -202,6 +213,9 @@ pub async fn spawn_app(db: &TestDb) -> (String, actix_web::dev::ServerHandle) {
         read_connections: 2,
         max_body_bytes: 64 * 1024,
         cpr_pepper: Some(vidne::domain::values::Pepper::new(TEST_PEPPER).unwrap()),
+        signing_keys: Some(db.key_dir()),
+        issuer: TEST_ISSUER.into(),
+        origin: TEST_ORIGIN.into(),
     })
     .await
     .unwrap();

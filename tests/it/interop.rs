@@ -19,7 +19,7 @@ fn script() -> PathBuf {
 }
 
 /// Runs the Python checker with `args`, `input` on stdin: (exit code, stdout, stderr).
-fn python(args: &[&str], input: &str) -> (i32, String, String) {
+pub fn python(args: &[&str], input: &str) -> (i32, String, String) {
     let mut child = Command::new("python3")
         .arg(script())
         .args(args)

@@ -8,6 +8,7 @@ mod append;
 mod broker;
 mod fixture;
 mod interop;
+mod sealed;
 mod service;
 mod simulate;
 mod tamper;
