@@ -65,11 +65,18 @@ async fn sps_fetch_their_sealed_tokens(backend: Backend) {
     let (base, handle) = spawn_app(&db).await;
     let http = Client::new();
 
-    // Four SPs: EdDSA, ES256, and two that encrypt (RSA PEM, P-256 JWK).
+    // Five SPs: EdDSA, ES256, and three that encrypt (RSA PEM, P-256 JWK, and an RSA key
+    // in a JWKS the SP serves at its own URL).
     let rsa = RSA_OAEP_256.generate_key_pair(2048).unwrap();
     let ec = ECDH_ES_A256KW.generate_ec_key_pair(EcCurve::P256).unwrap();
     let mut ec_jwk = ec.to_jwk_public_key();
     ec_jwk.set_key_id("sp-ec-enc-1");
+    let served = RSA_OAEP_256.generate_key_pair(2048).unwrap();
+    let mut served_jwk = served.to_jwk_public_key();
+    served_jwk.set_key_use("enc");
+    served_jwk.set_key_id("sp-url-enc-1");
+    let (jwks_url, jwks_server) =
+        serve_jwks(json!({"keys": [serde_json::to_value(&served_jwk).unwrap()]})).await;
     let sps = [
         ("sp-ed", json!({}), None),
         ("sp-es", json!({"token_signing_alg": "ES256"}), None),
@@ -83,6 +90,11 @@ async fn sps_fetch_their_sealed_tokens(backend: Backend) {
             json!({"token_signing_alg": "ES256",
                    "token_encryption_key": serde_json::to_string(&ec_jwk).unwrap()}),
             Some(text(ec.to_pem_private_key())),
+        ),
+        (
+            "sp-url",
+            json!({"token_encryption_key": jwks_url}),
+            Some(text(served.to_pem_private_key())),
         ),
     ];
     let mut registered = Vec::new();
@@ -261,7 +273,7 @@ async fn sps_fetch_their_sealed_tokens(backend: Backend) {
         TEST_ORIGIN,
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("rebuilt: 4 tokens"), "{out}");
+    assert!(out.contains("rebuilt: 5 tokens"), "{out}");
     let (base, handle) = spawn_app(&db).await;
     for (sp, (client_id, tx, claims)) in registered.iter().zip(&first_claims) {
         assert_eq!(sp.client_id, *client_id);
@@ -280,4 +292,141 @@ async fn sps_fetch_their_sealed_tokens(backend: Backend) {
         assert_eq!(Value::Object(again.claims), *claims);
     }
     handle.stop(true).await;
+    jwks_server.stop(true).await;
+}
+
+/// An SP's own JWKS endpoint on 127.0.0.1:0.
+async fn serve_jwks(jwks: Value) -> (String, actix_web::dev::ServerHandle) {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let server = HttpServer::new(move || {
+        let jwks = jwks.clone();
+        App::new().route(
+            "/jwks.json",
+            web::get().to(move || {
+                let jwks = jwks.clone();
+                async move { HttpResponse::Ok().json(jwks) }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let port = server.addrs()[0].port();
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (format!("http://127.0.0.1:{port}/jwks.json"), handle)
+}
+
+both_backends!(the_projection_survives_restarts_and_shared_databases);
+
+/// Completes `n` MitID transactions of `client` over HTTP, named `{prefix}{i}`.
+async fn complete_transactions(
+    http: &Client,
+    base: &str,
+    broker: &str,
+    client: &str,
+    prefix: &str,
+    n: usize,
+) {
+    for i in 0..n {
+        let (session, tx) = (format!("{prefix}s{i}"), format!("{prefix}{i}"));
+        let body = json!({"session_id": session, "transaction_id": tx, "client_id": client,
+                          "environment": "PROD", "idp": "mitid", "identity_type": "private",
+                          "loa": SUBSTANTIAL, "ial": SUBSTANTIAL, "aal": SUBSTANTIAL,
+                          "amr": ["code_app"], "subject": {"mitid.uuid": UUID}});
+        let (status, out) = post(http, &format!("{base}/v1/sessions"), Some(broker), body).await;
+        assert_eq!(status, 201, "{out}");
+        let url = format!("{base}/v1/sessions/{session}/completions");
+        let (status, out) = post(http, &url, Some(broker), json!({"transaction_id": tx})).await;
+        assert_eq!(status, 201, "{out}");
+    }
+}
+
+/// The position is kept: a restarted service seals what came after it and nothing twice;
+/// rebuilt by two projections at once (two processes on one database), every token is
+/// sealed once, with the claims it had.
+async fn the_projection_survives_restarts_and_shared_databases(backend: Backend) {
+    use std::sync::Arc;
+    use vidne::domain::token::TokenContext;
+    use vidne::domain::values::ClientId;
+    use vidne::projection::TokenProjection;
+    use vidne::token::{KeySealer, SigningKeys};
+
+    let db = TestDb::new(backend).await;
+    let admin = cli_key(&db, "admin");
+    let broker = cli_key(&db, "broker");
+    let sp = cli_key(&db, "sp:sp-acme");
+    let http = Client::new();
+    let (base, handle) = spawn_app(&db).await;
+    let body = json!({"client_id": "sp-acme", "environment": "PROD", "name": "Acme"});
+    assert_eq!(
+        post(&http, &format!("{base}/v1/clients"), Some(&admin), body)
+            .await
+            .0,
+        201
+    );
+    complete_transactions(&http, &base, &broker, "sp-acme", "a", 5).await;
+    assert_eq!(
+        get(
+            &http,
+            &format!("{base}/v1/transactions/a4/token"),
+            Some(&sp)
+        )
+        .await
+        .0,
+        200
+    );
+    handle.stop(true).await;
+
+    // A second start: the earlier tokens are not sealed again (that would break their
+    // uniqueness and stop the projection), the new ones are.
+    let (base, handle) = spawn_app(&db).await;
+    complete_transactions(&http, &base, &broker, "sp-acme", "b", 5).await;
+    for tx in ["a0", "a4", "b0", "b4"] {
+        let (status, _, body) = get(
+            &http,
+            &format!("{base}/v1/transactions/{tx}/token"),
+            Some(&sp),
+        )
+        .await;
+        assert_eq!(status, 200, "{tx}: {body}");
+    }
+    handle.stop(true).await;
+
+    let projection = || async {
+        let pool = db.pool(2).await;
+        let reader = vidne::ledger::Reader::new(pool.clone());
+        let clients = vidne::http::registry::ClientsView::load(&reader)
+            .await
+            .unwrap();
+        let keys = SigningKeys::ensure(&db.key_dir(), chrono::Utc::now()).unwrap();
+        let context = TokenContext {
+            issuer: TEST_ISSUER.into(),
+            origin: TEST_ORIGIN.into(),
+        };
+        TokenProjection::new(
+            pool,
+            reader,
+            context,
+            Arc::new(KeySealer::new(keys, clients.clients())),
+        )
+    };
+    let (one, two) = (projection().await, projection().await);
+    assert_eq!(one.count().await.unwrap(), 10);
+    let acme = ClientId::parse("sp-acme").unwrap();
+    let before = one.tokens(&acme, "b3").await.unwrap();
+    let head = one.position().await.unwrap();
+    one.reset().await.unwrap();
+    assert_eq!(
+        (one.count().await.unwrap(), one.position().await.unwrap()),
+        (0, 0)
+    );
+    let (a, b) = tokio::join!(one.catch_up(), two.catch_up());
+    assert_eq!((a.unwrap(), b.unwrap()), (head, head));
+    assert_eq!(one.count().await.unwrap(), 10);
+    let after = one.tokens(&acme, "b3").await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].claims, before[0].claims);
+    assert_eq!(after[0].completed_seq, before[0].completed_seq);
 }
