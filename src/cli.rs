@@ -144,18 +144,25 @@ pub enum Command {
     /// Drive a running service's HTTP API the way a busy broker would, from a seed: the
     /// same seed gives the same traffic.
     ///
-    /// With the admin key it registers four SP clients (in CURRENT, PROD or both) and
-    /// makes a key for each, a broker key and an auditor key. With the broker key it then
-    /// runs N sessions, session i on IdP i mod 8 (mitid, mitid_erhverv, nemid, bankid_no,
-    /// bankid_mobile_no, buypass_no, bankid_se, ftn): logins, signings, CPR matches, PID
-    /// lookups, Controlled Transfers, SSO reuse, completions, flow errors, logouts; and
+    /// With the admin key it registers six SP clients (in CURRENT, PROD or both) and
+    /// makes a key for each, a broker key and an auditor key; the two that FTN sessions
+    /// use (and no others) register an encryption key made by the run, RSA-2048
+    /// (RSA-OAEP-256) and EC P-256 (ECDH-ES+A256KW, signed ES256). With the broker key it
+    /// then runs N sessions, session i on IdP i mod 8 (mitid, mitid_erhverv, nemid,
+    /// bankid_no, bankid_mobile_no, buypass_no, bankid_se, ftn): logins, signings, CPR
+    /// matches, PID lookups, Controlled Transfers, SSO reuse, completions, flow errors,
+    /// logouts; and
     /// refused requests (a 4th CPR match, a reused and an unknown transfer code, bad html,
     /// a reference text of 131 characters, a signing without a signed request, a request
     /// after the logout), each at least once when N >= 8. Last, two IdP maintenance
     /// windows, one cancelled. Every write carries an Idempotency-Key made from the seed
-    /// and is retried with it on connection errors and 503s.
+    /// and is retried with it on connection errors and 503s. Then, for each client in
+    /// each environment, the token of its first completed transaction is fetched with
+    /// its SP key, decrypted, verified against the JWKS and its ledger binding checked:
+    /// "tokens fetched N, verified N" in the summary.
     ///
-    /// FILE is JSON: {"url", "clients": [{"client_id", "environment", "sp_key"}],
+    /// FILE is JSON: {"url", "clients": [{"client_id", "environment", "sp_key",
+    /// "encryption"?: {"alg", "enc", "private_key_pem"}}],
     /// "transactions": [{"transaction_id", "session_id", "client_id", "idp", "actions":
     /// [{"action", "outcome", "error_description"?, "status"?}]}], "auditor_key",
     /// "refused": {"<error_description>": count}}. An action is start, start_with_login,
@@ -163,12 +170,12 @@ pub enum Command {
     /// complete, flow_error or logout (listed under the transaction started last); its
     /// outcome recorded, refused (with the error_description), failed (with the status)
     /// or skipped (after a failure in its session). Two runs of one seed differ only in
-    /// the url and the keys. FILE holds keys: it is made readable by its owner only. No
-    /// CPR number is ever written to it.
+    /// the url and the keys (API keys and private keys). FILE holds keys: it is made
+    /// readable by its owner only. No CPR number is ever written to it.
     ///
-    /// Exits 0 when every answer was the planned one, 1 naming the failures otherwise,
-    /// 2 when the service cannot be reached, the admin key is refused, or the seed was
-    /// simulated against this ledger already.
+    /// Exits 0 when every answer was the planned one and every token checked verified,
+    /// 1 naming the failures otherwise, 2 when the service cannot be reached, the admin
+    /// key is refused, or the seed was simulated against this ledger already.
     Simulate {
         /// The service's base URL, http:// only: https is not supported, as this build's
         /// HTTP client has no TLS.

@@ -7,8 +7,13 @@
 //! bad html, a too-long reference text, and in a transaction whose request was not
 //! signed; matches CPR four times; issues a Controlled Transfer code, exchanges it for
 //! another client, then again, and an unknown code; session 1 (MitID Erhverv) records a
-//! flow error after its logout. Every other session is drawn from the seed, with the same
-//! refusals now and then. So `N >= MIN_SESSIONS` covers every IdP and every refusal.
+//! flow error after its logout; session 7 (FTN) completes a transaction with each FTN
+//! client of its environment. Every other session is drawn from the seed, with the same
+//! refusals now and then. So `N >= MIN_SESSIONS` covers every IdP and every refusal, and
+//! gives every client registered with an encryption key a sealed token.
+//!
+//! FTN sessions use the two Finnish clients, which register encryption keys, and only
+//! them; the other IdPs' sessions use the other four clients.
 //!
 //! Each session draws from a generator of its own (seed and index), so session `i` is
 //! the same whatever `N` is, and sessions can be made one at a time as they run.
@@ -273,20 +278,106 @@ fn as_str<S: Serializer>(idp: &Idp, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(idp.as_str())
 }
 
+/// The key a client registers for its tokens to come nested in a JWE (`enc` A256GCM).
+/// The plan says which kind; the run makes the key, new in every run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenEncryption {
+    /// An RSA-2048 key: the JWE `alg` is `RSA-OAEP-256`.
+    Rsa2048,
+    /// An EC P-256 key: the JWE `alg` is `ECDH-ES+A256KW`.
+    P256,
+}
+
+impl TokenEncryption {
+    /// The JWE content encryption of every encrypted token.
+    pub const ENC: &'static str = "A256GCM";
+
+    /// The JWE `alg` of the client's tokens.
+    pub fn alg(self) -> &'static str {
+        match self {
+            TokenEncryption::Rsa2048 => "RSA-OAEP-256",
+            TokenEncryption::P256 => "ECDH-ES+A256KW",
+        }
+    }
+}
+
+impl Serialize for TokenEncryption {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.alg())
+    }
+}
+
 /// An SP client in one environment.
 #[derive(Clone, Debug, Serialize)]
 pub struct PlannedClient {
     pub client_id: String,
     pub environment: &'static str,
     pub name: &'static str,
+    /// A Finnish SP: FTN sessions use these clients, and only these.
+    pub ftn: bool,
+    /// The registration's `token_signing_alg`; `None`: the default, EdDSA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_signing_alg: Option<&'static str>,
+    /// The kind of `token_encryption_key` it registers, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_encryption: Option<TokenEncryption>,
 }
 
-/// The simulated SPs: four, two of them in both environments.
-const CLIENTS: &[(&str, &str, &[&str])] = &[
-    ("acme-bank", "Acme Bank", &["CURRENT", "PROD"]),
-    ("nordpension", "Nordpension", &["PROD"]),
-    ("kommune", "Simulerup Kommune", &["CURRENT", "PROD"]),
-    ("webshop", "Webshop ApS", &["CURRENT"]),
+impl PlannedClient {
+    /// Whether sessions of `idp` use this client.
+    pub fn serves(&self, idp: Idp) -> bool {
+        self.ftn == (idp == Idp::Ftn)
+    }
+
+    /// The JWS `alg` its tokens are signed with.
+    pub fn signing_alg(&self) -> &'static str {
+        self.token_signing_alg.unwrap_or("EdDSA")
+    }
+}
+
+struct ClientSpec {
+    slug: &'static str,
+    name: &'static str,
+    environments: &'static [&'static str],
+    ftn: bool,
+    token_signing_alg: Option<&'static str>,
+    token_encryption: Option<TokenEncryption>,
+}
+
+const fn sp(
+    slug: &'static str,
+    name: &'static str,
+    environments: &'static [&'static str],
+) -> ClientSpec {
+    ClientSpec {
+        slug,
+        name,
+        environments,
+        ftn: false,
+        token_signing_alg: None,
+        token_encryption: None,
+    }
+}
+
+/// The simulated SPs: four for the Danish, Norwegian and Swedish IdPs, two of them in
+/// both environments; and two Finnish ones in both, for FTN, each registered with an
+/// encryption key (RSA, and P-256 with ES256 signatures).
+const CLIENTS: &[ClientSpec] = &[
+    sp("acme-bank", "Acme Bank", &["CURRENT", "PROD"]),
+    sp("nordpension", "Nordpension", &["PROD"]),
+    sp("kommune", "Simulerup Kommune", &["CURRENT", "PROD"]),
+    sp("webshop", "Webshop ApS", &["CURRENT"]),
+    ClientSpec {
+        ftn: true,
+        token_encryption: Some(TokenEncryption::Rsa2048),
+        ..sp("vakuutus", "Simula Vakuutus Oy", &["CURRENT", "PROD"])
+    },
+    ClientSpec {
+        ftn: true,
+        token_signing_alg: Some("ES256"),
+        token_encryption: Some(TokenEncryption::P256),
+        ..sp("kaupunki", "Simulalan kaupunki", &["CURRENT", "PROD"])
+    },
 ];
 
 /// Everything a run does, made from `seed` and the number of sessions.
@@ -303,11 +394,14 @@ impl Plan {
     pub fn new(seed: u64, sessions: usize) -> Plan {
         let clients = CLIENTS
             .iter()
-            .flat_map(|(slug, name, environments)| {
-                environments.iter().map(move |environment| PlannedClient {
-                    client_id: format!("sim-{seed}-{slug}"),
+            .flat_map(|c| {
+                c.environments.iter().map(move |environment| PlannedClient {
+                    client_id: format!("sim-{seed}-{}", c.slug),
                     environment,
-                    name,
+                    name: c.name,
+                    ftn: c.ftn,
+                    token_signing_alg: c.token_signing_alg,
+                    token_encryption: c.token_encryption,
                 })
             })
             .collect();
@@ -330,10 +424,11 @@ impl Plan {
         ids
     }
 
-    fn clients_in(&self, environment: &str) -> Vec<&PlannedClient> {
+    /// The clients sessions of `idp` use, in `environment` if given.
+    fn clients_for(&self, idp: Idp, environment: Option<&str>) -> Vec<&PlannedClient> {
         self.clients
             .iter()
-            .filter(|c| c.environment == environment)
+            .filter(|c| c.serves(idp) && environment.is_none_or(|e| c.environment == e))
             .collect()
     }
 
@@ -341,7 +436,8 @@ impl Plan {
     pub fn session(&self, index: usize) -> SessionPlan {
         let mut rng = SplitMix64::lane(self.seed, index as u64);
         let idp = Idp::ALL[index % Idp::ALL.len()];
-        let first = &self.clients[rng.below(self.clients.len() as u64) as usize];
+        let choices = self.clients_for(idp, None);
+        let first = choices[rng.below(choices.len() as u64) as usize];
         let login = login_members(idp, &mut rng);
         let mut b = Builder {
             plan: self,
@@ -356,6 +452,7 @@ impl Plan {
         match index {
             0 if idp == Idp::Mitid => b.mitid_tour(&first.client_id),
             1 => b.logout_tour(&first.client_id),
+            i if idp == Idp::Ftn && i < Idp::ALL.len() => b.ftn_tour(&first.client_id),
             _ => b.random(&first.client_id),
         }
         SessionPlan {
@@ -612,7 +709,7 @@ impl Builder<'_> {
     fn client(&mut self, other_than: Option<&str>) -> String {
         let choices: Vec<&str> = self
             .plan
-            .clients_in(self.environment)
+            .clients_for(self.idp, Some(self.environment))
             .into_iter()
             .map(|c| c.client_id.as_str())
             .filter(|c| Some(*c) != other_than)
@@ -950,6 +1047,24 @@ impl Builder<'_> {
         self.flow_error(&tx, Expect::refused(SESSION_LOGGED_OUT));
     }
 
+    /// The first FTN session: a login and a completion with each FTN client of its
+    /// environment, so that every client registered with an encryption key has a token
+    /// from `MIN_SESSIONS` sessions on.
+    fn ftn_tour(&mut self, a: &str) {
+        let others: Vec<String> = self
+            .plan
+            .clients_for(self.idp, Some(self.environment))
+            .into_iter()
+            .map(|c| c.client_id.clone())
+            .filter(|c| c != a)
+            .collect();
+        for client in std::iter::once(a.to_owned()).chain(others) {
+            let tx = self.start(&client, false, true);
+            self.complete(&tx);
+        }
+        self.logout();
+    }
+
     /// Any other session, drawn from the seed.
     fn random(&mut self, a: &str) {
         // The user gives up on the first attempt, and maybe tries again.
@@ -1097,6 +1212,67 @@ mod tests {
             let environments: BTreeSet<&str> = plan.clients.iter().map(|c| c.environment).collect();
             assert_eq!(environments.len(), 2);
         }
+    }
+
+    /// FTN sessions use the FTN clients and no others; from `MIN_SESSIONS` sessions on,
+    /// each client registered with an encryption key has a completed FTN transaction.
+    #[test]
+    fn ftn_sessions_complete_a_transaction_for_each_encrypted_client() {
+        let ftn = |plan: &Plan, id: &str| {
+            plan.clients
+                .iter()
+                .filter(|c| c.client_id == id)
+                .all(|c| c.ftn)
+        };
+        for seed in [0, 1, 2, 42, u64::MAX] {
+            let plan = Plan::new(seed, MIN_SESSIONS);
+            let encrypted: BTreeSet<(&str, &str)> = plan
+                .clients
+                .iter()
+                .filter_map(|c| Some((c.client_id.as_str(), c.token_encryption?.alg())))
+                .collect();
+            let algs: BTreeSet<&str> = encrypted.iter().map(|(_, alg)| *alg).collect();
+            assert_eq!(algs, BTreeSet::from(["RSA-OAEP-256", "ECDH-ES+A256KW"]));
+            assert!(plan
+                .clients
+                .iter()
+                .any(|c| c.token_encryption.is_some() && c.signing_alg() == "ES256"));
+            assert!(plan
+                .clients
+                .iter()
+                .all(|c| c.ftn == c.token_encryption.is_some()));
+            let completed: BTreeSet<String> = plan
+                .sessions()
+                .filter(|s| s.idp == Idp::Ftn)
+                .flat_map(|s| {
+                    s.steps
+                        .iter()
+                        .filter(|st| st.action == Action::Complete)
+                        .filter_map(|st| {
+                            s.transactions
+                                .iter()
+                                .find(|t| t.transaction_id == st.transaction_id)
+                        })
+                        .map(|t| t.client_id.clone())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            for (client, _) in &encrypted {
+                assert!(completed.contains(*client), "seed {seed}: {client}");
+            }
+            for s in Plan::new(seed, 80).sessions() {
+                for t in &s.transactions {
+                    assert_eq!(ftn(&plan, &t.client_id), s.idp == Idp::Ftn, "{t:?}");
+                }
+            }
+        }
+        // The others' registrations ask for nothing: EdDSA, no encryption.
+        let plan = Plan::new(1, 1);
+        let plain: Vec<&PlannedClient> = plan.clients.iter().filter(|c| !c.ftn).collect();
+        assert_eq!(plain.len(), 6);
+        assert!(plain
+            .iter()
+            .all(|c| c.token_signing_alg.is_none() && c.token_encryption.is_none()));
     }
 
     #[test]

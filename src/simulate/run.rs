@@ -1,13 +1,20 @@
-//! Runs a [`Plan`] over HTTP: the setup (SP clients, keys), the sessions with up to
-//! `concurrency` in flight (each session's steps in order), then the maintenance
-//! windows; checks every answer against the plan and writes the out file.
+//! Runs a [`Plan`] over HTTP: the setup (SP clients, with encryption keys made here for
+//! the FTN clients; API keys), the sessions with up to `concurrency` in flight (each
+//! session's steps in order), then the maintenance windows; checks every answer against
+//! the plan, fetches and verifies a sample of sealed tokens as their SPs would, and writes
+//! the out file.
 //!
 //! Every write carries the plan's `Idempotency-Key` and is retried with it on a
 //! connection error, a timeout or a 503, so that a retry never appends twice. Keys are
 //! scoped to the caller, and the broker key is new in every run: a second run of the same
-//! seed reaches the sessions, and stops at the first `session_exists`.
+//! seed reaches the sessions, and stops at the first `session_exists`. A client with an
+//! encryption key is registered under an `Idempotency-Key` of the run's own, as its body
+//! (the public key) is new in every run.
+//!
+//! The encryption keys are random, not drawn from the seed: the same seed gives the same
+//! ids and steps, and keys of its own to each run, as the API keys are.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,12 +24,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use josekit::jwe::{ECDH_ES_A256KW, RSA_OAEP_256};
+use josekit::jwk::alg::ec::EcCurve;
 use rand_core::{OsRng, RngCore};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::plan::{Action, Expect, Plan, Request, SessionPlan};
+use super::plan::{Action, Expect, Plan, PlannedClient, Request, SessionPlan, TokenEncryption};
 use crate::domain::client::CLIENT_ALREADY_REGISTERED;
+use crate::token::{self, DecryptKey, HttpLedger, LedgerLookup};
 
 /// `POST /v1/sessions`'s answer for a session id that has records (`http::sessions`).
 const SESSION_EXISTS: &str = "session_exists";
@@ -32,6 +42,8 @@ const FIRST_RETRY: Duration = Duration::from_millis(200);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Failures described in the summary; the rest are counted.
 const FAILURES_KEPT: usize = 5;
+/// The public signing keys of the service's tokens.
+const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 pub struct Options {
     /// Base URL of the service, `http://HOST:PORT`.
@@ -93,10 +105,44 @@ pub struct Summary {
     pub head_after: Option<u64>,
     /// Planned refusals, by `error_description`.
     pub refused: BTreeMap<String, u64>,
+    /// The sealed tokens checked: the first completed transaction of each client in each
+    /// environment, fetched with the client's SP key.
+    pub tokens: Vec<TokenChecked>,
     pub failure_count: u64,
     /// The first few failures, in plan order.
     pub failures: Vec<Failure>,
     pub elapsed: Duration,
+}
+
+impl Summary {
+    /// Tokens the service answered with.
+    pub fn tokens_fetched(&self) -> usize {
+        self.tokens.iter().filter(|t| t.fetched).count()
+    }
+
+    /// Tokens that passed every check.
+    pub fn tokens_verified(&self) -> usize {
+        self.tokens.iter().filter(|t| t.verified).count()
+    }
+}
+
+/// One sampled transaction token, fetched with its SP's key as that SP would.
+#[derive(Debug, Clone)]
+pub struct TokenChecked {
+    pub client_id: String,
+    pub environment: &'static str,
+    pub transaction_id: String,
+    /// The service answered 200 with a token.
+    pub fetched: bool,
+    /// The JWE `alg` it came encrypted with, if it did.
+    pub jwe_alg: Option<String>,
+    /// The JWS `alg` it is signed with, if it got that far.
+    pub jws_alg: Option<String>,
+    /// It decrypted with the key this run made (for a client registered with one), came
+    /// in the form the registration asked for, verified against the service's JWKS
+    /// (`token::verify`), names its client as `aud` and its transaction, and its ledger
+    /// binding holds against the records the service serves.
+    pub verified: bool,
 }
 
 impl fmt::Display for Summary {
@@ -137,10 +183,18 @@ impl fmt::Display for Summary {
         for (code, n) in &self.refused {
             writeln!(f, "  {code:<58} {n:>5}")?;
         }
+        let encrypted = self.tokens.iter().filter(|t| t.jwe_alg.is_some()).count();
+        writeln!(
+            f,
+            "tokens        fetched {}, verified {} ({encrypted} of them encrypted)",
+            self.tokens_fetched(),
+            self.tokens_verified()
+        )?;
         writeln!(f, "failures      {}", self.failure_count)?;
         writeln!(
             f,
-            "wrote         {} (it holds the SP and auditor keys: keep it private)",
+            "wrote         {} (it holds the SP and auditor keys and the FTN clients' \
+             decryption keys: keep it private)",
             self.out.display()
         )
     }
@@ -163,6 +217,17 @@ struct OutClient<'a> {
     client_id: &'a str,
     environment: &'a str,
     sp_key: &'a str,
+    /// For a client this run registered with an encryption key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryption: Option<OutEncryption<'a>>,
+}
+
+/// How the client's tokens are encrypted, and the private key that decrypts them.
+#[derive(Serialize)]
+struct OutEncryption<'a> {
+    alg: &'static str,
+    enc: &'static str,
+    private_key_pem: &'a str,
 }
 
 #[derive(Serialize)]
@@ -172,6 +237,17 @@ struct OutTransaction {
     client_id: String,
     idp: &'static str,
     actions: Vec<OutAction>,
+    #[serde(skip)]
+    environment: &'static str,
+}
+
+impl OutTransaction {
+    /// Its completion was recorded: it has a sealed token.
+    fn completed(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|a| a.action == Action::Complete && a.outcome == "recorded")
+    }
 }
 
 /// One step's outcome: `recorded`, `refused` (with the `error_description`), `failed`
@@ -296,6 +372,35 @@ impl Api {
         Ok(Self::read(response).await?)
     }
 
+    /// GETs `path` with `key`, retrying on a connection error or a 503, and once after a
+    /// 404: a token whose completion was acknowledged just now may not be sealed yet.
+    async fn get_as(&self, key: &str, path: &str) -> anyhow::Result<Answer> {
+        let url = format!("{}{path}", self.base);
+        let mut delay = FIRST_RETRY;
+        let mut retried_not_found = false;
+        for attempt in 1..=ATTEMPTS {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let answer = match self.http.get(&url).bearer_auth(key).send().await {
+                Ok(response) => Self::read(response).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(a) if a.status == 404 && !retried_not_found && attempt < ATTEMPTS => {
+                    retried_not_found = true;
+                }
+                Ok(a) if a.status == 503 && attempt < ATTEMPTS => {}
+                Ok(a) => return Ok(a),
+                Err(e) if e.is_builder() || attempt == ATTEMPTS => {
+                    return Err(anyhow::Error::new(e).context(format!("GET {path}")))
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+        bail!("GET {path}: no answer after {ATTEMPTS} tries")
+    }
+
     /// POSTs `body` with `key`, retrying with the same `Idempotency-Key`.
     async fn post(
         &self,
@@ -390,14 +495,48 @@ async fn run_with(
     let seed = options.seed;
     let admin = options.admin_key.as_str();
 
-    // SP clients: registered, or there from an earlier run.
-    let (mut clients_registered, mut clients_present) = (0, 0);
+    let run_id = {
+        let mut bytes = [0u8; 8];
+        OsRng.fill_bytes(&mut bytes);
+        hex::encode(bytes)
+    };
+
+    // Encryption keys, one per client that asks for one (the same in each environment).
+    let mut encryption_keys: BTreeMap<&str, EncryptionKey> = BTreeMap::new();
     for c in &plan.clients {
-        let body = json!({"client_id": c.client_id, "environment": c.environment, "name": c.name});
-        let key = format!("sim-{seed}-client-{}-{}", c.client_id, c.environment);
+        if let Some(kind) = c.token_encryption {
+            if !encryption_keys.contains_key(c.client_id.as_str()) {
+                encryption_keys.insert(&c.client_id, EncryptionKey::generate(kind)?);
+            }
+        }
+    }
+
+    // SP clients: registered, or there from an earlier run. One with an encryption key
+    // is registered under this run's Idempotency-Key (its public key is new), so a
+    // replay is this run's own registration; one there from an earlier run has a key
+    // this run does not hold.
+    let (mut clients_registered, mut clients_present) = (0, 0);
+    let mut keys_held: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for c in &plan.clients {
+        let mut body =
+            json!({"client_id": c.client_id, "environment": c.environment, "name": c.name});
+        if let Some(alg) = c.token_signing_alg {
+            body["token_signing_alg"] = alg.into();
+        }
+        let encryption = encryption_keys.get(c.client_id.as_str());
+        let mut key = format!("sim-{seed}-client-{}-{}", c.client_id, c.environment);
+        if let Some(k) = encryption {
+            body["token_encryption_key"] = k.public_pem.as_str().into();
+            key = format!("{key}-{run_id}");
+        }
         let a = api.post(admin, "/v1/clients", &body, &key).await?;
         match a.status {
-            201 if !a.replayed => clients_registered += 1,
+            201 if !a.replayed || encryption.is_some() => {
+                clients_registered += 1;
+                if encryption.is_some() {
+                    keys_held.insert((&c.client_id, c.environment));
+                }
+            }
             201 => clients_present += 1,
             400 if a.error_description() == Some(CLIENT_ALREADY_REGISTERED) => clients_present += 1,
             _ => return Err(setup_error("POST /v1/clients", &a)),
@@ -406,11 +545,6 @@ async fn run_with(
 
     // Keys, new in every run. Their Idempotency-Keys are the run's own: a key's answer
     // is shown once, so a key reused by a later run would get no key back.
-    let run_id = {
-        let mut bytes = [0u8; 8];
-        OsRng.fill_bytes(&mut bytes);
-        hex::encode(bytes)
-    };
     let make_key = |role: String| {
         let body = json!({"role": role, "name": format!("vidne simulate, seed {seed}")});
         let key = format!("sim-{seed}-key-{role}-{run_id}");
@@ -472,6 +606,12 @@ async fn run_with(
         transactions.extend(d.transactions);
     }
 
+    // A sample of the sealed tokens, as their SPs fetch them.
+    let samples = token_samples(&plan.clients, &transactions);
+    let (tokens, token_failures) =
+        check_tokens(api, &samples, &sp_keys, &encryption_keys, &keys_held).await;
+    failures.extend(token_failures);
+
     // IdP maintenance windows, after the sessions: a second run of the seed stops before.
     let (mut windows_recorded, mut windows_cancelled) = (0, 0);
     for (i, w) in plan.windows.iter().enumerate() {
@@ -506,6 +646,14 @@ async fn run_with(
             client_id: &c.client_id,
             environment: c.environment,
             sp_key: sp_keys.get(c.client_id.as_str()).map_or("", String::as_str),
+            encryption: encryption_keys
+                .get(c.client_id.as_str())
+                .filter(|_| keys_held.contains(&(c.client_id.as_str(), c.environment)))
+                .map(|k| OutEncryption {
+                    alg: k.kind.alg(),
+                    enc: TokenEncryption::ENC,
+                    private_key_pem: &k.private_pem,
+                }),
         })
         .collect();
     let transactions_count = transactions.len();
@@ -540,6 +688,7 @@ async fn run_with(
         head_before,
         head_after,
         refused,
+        tokens,
         failure_count,
         failures,
         elapsed: started.elapsed(),
@@ -678,6 +827,7 @@ async fn run_session(ctx: &Ctx<'_>, plan: SessionPlan) -> SessionDone {
             session_id: plan.session_id.clone(),
             client_id: t.client_id.clone(),
             idp: plan.idp.as_str(),
+            environment: plan.environment,
             actions: plan
                 .steps
                 .iter()
@@ -688,4 +838,238 @@ async fn run_session(ctx: &Ctx<'_>, plan: SessionPlan) -> SessionDone {
         })
         .collect();
     done
+}
+
+// ---------------------------------------------------------------------------------------
+// Sealed tokens
+
+/// A client's encryption key pair, made for this run.
+struct EncryptionKey {
+    kind: TokenEncryption,
+    public_pem: String,
+    private_pem: String,
+}
+
+impl EncryptionKey {
+    fn generate(kind: TokenEncryption) -> anyhow::Result<EncryptionKey> {
+        let pem = |b: Vec<u8>| String::from_utf8(b).context("PEM is not UTF-8");
+        let (public_pem, private_pem) = match kind {
+            TokenEncryption::Rsa2048 => {
+                let pair = RSA_OAEP_256
+                    .generate_key_pair(2048)
+                    .context("cannot make an RSA key")?;
+                (
+                    pem(pair.to_pem_public_key())?,
+                    pem(pair.to_pem_private_key())?,
+                )
+            }
+            TokenEncryption::P256 => {
+                let pair = ECDH_ES_A256KW
+                    .generate_ec_key_pair(EcCurve::P256)
+                    .context("cannot make a P-256 key")?;
+                (
+                    pem(pair.to_pem_public_key())?,
+                    pem(pair.to_pem_private_key())?,
+                )
+            }
+        };
+        Ok(EncryptionKey {
+            kind,
+            public_pem,
+            private_pem,
+        })
+    }
+}
+
+/// A token to check: a client (in one environment) and its transaction.
+struct TokenSample<'a> {
+    client: &'a PlannedClient,
+    transaction_id: &'a str,
+}
+
+/// The first completed transaction of each client in each environment, in plan order.
+fn token_samples<'a>(
+    clients: &'a [PlannedClient],
+    transactions: &'a [OutTransaction],
+) -> Vec<TokenSample<'a>> {
+    clients
+        .iter()
+        .filter_map(|client| {
+            let t = transactions.iter().find(|t| {
+                t.client_id == client.client_id
+                    && t.environment == client.environment
+                    && t.completed()
+            })?;
+            Some(TokenSample {
+                client,
+                transaction_id: &t.transaction_id,
+            })
+        })
+        .collect()
+}
+
+/// Counts the requests of a `LedgerLookup` with the run's.
+struct Counted<'a, L> {
+    inner: L,
+    requests: &'a AtomicU64,
+}
+
+impl<L: LedgerLookup + Sync> LedgerLookup for Counted<'_, L> {
+    async fn record_hash(&self, seq: u64) -> anyhow::Result<Option<[u8; 32]>> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.record_hash(seq).await
+    }
+}
+
+/// Fetches each sample's token with its client's SP key and checks it as the SP would:
+/// decrypted with the key this run made, verified against the service's JWKS, and bound
+/// to records the service serves. Returns the checks and a failure for each that failed.
+async fn check_tokens(
+    api: &Api,
+    samples: &[TokenSample<'_>],
+    sp_keys: &BTreeMap<&str, String>,
+    encryption_keys: &BTreeMap<&str, EncryptionKey>,
+    keys_held: &BTreeSet<(&str, &str)>,
+) -> (Vec<TokenChecked>, Vec<Failure>) {
+    let mut failures = Vec::new();
+    if samples.is_empty() {
+        return (Vec::new(), failures);
+    }
+    let jwks = match api.get(JWKS_PATH).await {
+        Ok(a) if a.status == 200 && a.body["keys"].is_array() => a.body,
+        Ok(a) => {
+            failures.push(failure(format!("GET {JWKS_PATH}"), &a));
+            return (Vec::new(), failures);
+        }
+        Err(e) => {
+            failures.push(no_answer(format!("GET {JWKS_PATH}"), &e));
+            return (Vec::new(), failures);
+        }
+    };
+    let mut decrypt_keys: BTreeMap<&str, DecryptKey> = BTreeMap::new();
+    for (id, k) in encryption_keys {
+        match DecryptKey::from_pem(&k.private_pem) {
+            Ok(d) => {
+                decrypt_keys.insert(id, d);
+            }
+            Err(e) => failures.push(Failure {
+                step: format!("the decryption key made for {id}"),
+                status: None,
+                body: e.to_string(),
+            }),
+        }
+    }
+    let mut checked = Vec::with_capacity(samples.len());
+    for sample in samples {
+        let c = sample.client;
+        let tx = sample.transaction_id;
+        let what = format!("token of {tx} ({}, {})", c.client_id, c.environment);
+        let mut check = TokenChecked {
+            client_id: c.client_id.clone(),
+            environment: c.environment,
+            transaction_id: tx.to_owned(),
+            fetched: false,
+            jwe_alg: None,
+            jws_alg: None,
+            verified: false,
+        };
+        let sp_key = sp_keys.get(c.client_id.as_str()).map_or("", String::as_str);
+        let decrypt = match c.token_encryption {
+            None => None,
+            Some(_) if !keys_held.contains(&(c.client_id.as_str(), c.environment)) => {
+                failures.push(Failure {
+                    step: what,
+                    status: None,
+                    body: "the client was registered by an earlier run, with an encryption \
+                           key whose private key this run does not hold; pick another --seed"
+                        .into(),
+                });
+                checked.push(check);
+                continue;
+            }
+            Some(_) => match decrypt_keys.get(c.client_id.as_str()) {
+                Some(d) => Some(d),
+                None => {
+                    checked.push(check);
+                    continue;
+                }
+            },
+        };
+        let path = format!("/v1/transactions/{tx}/token");
+        let answer = match api.get_as(sp_key, &path).await {
+            Ok(a) if a.status == 200 => a,
+            Ok(a) => {
+                failures.push(failure(what, &a));
+                checked.push(check);
+                continue;
+            }
+            Err(e) => {
+                failures.push(no_answer(what, &e));
+                checked.push(check);
+                continue;
+            }
+        };
+        check.fetched = true;
+        let lookup = Counted {
+            inner: HttpLedger::new(&api.base, sp_key),
+            requests: &api.requests,
+        };
+        match check_token(&answer.text, &jwks, decrypt, c, tx, &lookup, &mut check).await {
+            Ok(()) => check.verified = true,
+            Err(reason) => failures.push(Failure {
+                step: what,
+                status: Some(answer.status),
+                body: format!("the token does not verify: {reason}"),
+            }),
+        }
+        checked.push(check);
+    }
+    (checked, failures)
+}
+
+/// The checks of one token; `check` gets the algorithms as they are found.
+async fn check_token(
+    jwt: &str,
+    jwks: &Value,
+    decrypt: Option<&DecryptKey>,
+    client: &PlannedClient,
+    transaction_id: &str,
+    lookup: &impl LedgerLookup,
+    check: &mut TokenChecked,
+) -> Result<(), String> {
+    let expected_jwe = client.token_encryption.map(TokenEncryption::alg);
+    if expected_jwe.is_none() && jwt.trim().split('.').count() == 5 {
+        return Err("encrypted, though the client registered no encryption key".into());
+    }
+    let verified = token::verify(jwt, jwks, decrypt).map_err(|e| e.to_string())?;
+    let header_alg = |h: &serde_json::Map<String, Value>| h.get("alg")?.as_str().map(str::to_owned);
+    check.jwe_alg = verified.jwe_header.as_ref().and_then(header_alg);
+    check.jws_alg = header_alg(&verified.header);
+    if check.jwe_alg.as_deref() != expected_jwe {
+        return Err(match expected_jwe {
+            Some(alg) => format!("not encrypted with {alg}, which the client's key asks for"),
+            None => "encrypted, though the client registered no encryption key".into(),
+        });
+    }
+    if check.jws_alg.as_deref() != Some(client.signing_alg()) {
+        return Err(format!(
+            "signed with {}, not {} as the client registered",
+            check.jws_alg.as_deref().unwrap_or("no alg"),
+            client.signing_alg()
+        ));
+    }
+    let claims = &verified.claims;
+    if claims.get("aud").and_then(Value::as_str) != Some(client.client_id.as_str()) {
+        return Err(format!("aud is {:?}, not the client", claims.get("aud")));
+    }
+    if claims.get("transaction_id").and_then(Value::as_str) != Some(transaction_id) {
+        return Err(format!(
+            "transaction_id is {:?}, not the one fetched",
+            claims.get("transaction_id")
+        ));
+    }
+    token::check_binding(claims, lookup, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
