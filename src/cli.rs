@@ -249,6 +249,25 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
         tokens: u64,
     },
+    /// Start the service in this process on 127.0.0.1 (a free port), register three SP
+    /// clients (JWS, JWE to RSA, JWE to P-256), complete N transactions for each over
+    /// HTTP, then load `GET /v1/transactions/{id}/token` with C keep-alive connections in
+    /// closed loops, one client after the other, and last `GET /healthz` the same way:
+    /// requests/s, p50 and p99 of each, and the ratios to /healthz.
+    Fetch {
+        /// The database to serve from; created if missing. Use a scratch database.
+        #[arg(long, env = "DATABASE_URL")]
+        database: DatabaseUrl,
+        /// Concurrent connections of the load generator.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        connections: u64,
+        /// Seconds of load per target, after a 1 s warm-up.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+        /// Completed transactions (tokens) per client; the fetches pick among them.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        tokens: u64,
+    },
 }
 
 /// `vidne projections rebuild`: forgets the tokens, then seals them again from `seq` 0
@@ -360,6 +379,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Bench(BenchCommand::Tokens { tokens }) => {
             crate::bench::tokens::tokens(tokens).await?;
+            Ok(0)
+        }
+        Command::Bench(BenchCommand::Fetch {
+            database,
+            connections,
+            seconds,
+            tokens,
+        }) => {
+            let options = crate::bench::fetch::Options {
+                connections: usize::try_from(connections)?,
+                seconds,
+                tokens,
+            };
+            crate::bench::fetch::fetch(&database, &options).await?;
             Ok(0)
         }
         Command::Simulate {
