@@ -96,8 +96,8 @@ async fn drive(url: &DatabaseUrl, o: &Options, base: &str, run: &str) -> anyhow:
     );
     println!(
         "  load: {} connections (a task with a keep-alive connection of its own each, closed \
-         loop), {} s warm-up then {} s per target; the generator runs in this process, on \
-         the same CPUs as the service",
+         loop; the connections are kept from one target to the next), {} s warm-up then {} s \
+         per target; the generator runs in this process, on the same CPUs as the service",
         o.connections,
         WARMUP.as_secs(),
         o.seconds
@@ -189,13 +189,14 @@ async fn drive(url: &DatabaseUrl, o: &Options, base: &str, run: &str) -> anyhow:
     );
 
     let duration = Duration::from_secs(o.seconds);
+    let clients = load::clients(o.connections).await?;
     let mut results = Vec::new();
     for (sp, urls) in sps.iter().zip(urls) {
         let target = Target {
             urls,
             bearer: Some(Arc::from(sp.key.as_str())),
         };
-        let out = measure(&target, o.connections, duration).await?;
+        let out = measure(&clients, &target, duration).await?;
         report(&format!("GET token, {} ({} ids)", sp.label, o.tokens), &out);
         results.push((sp.label, out));
     }
@@ -203,7 +204,7 @@ async fn drive(url: &DatabaseUrl, o: &Options, base: &str, run: &str) -> anyhow:
         urls: Arc::new(vec![format!("{base}/healthz")]),
         bearer: None,
     };
-    let baseline = measure(&healthz, o.connections, duration).await?;
+    let baseline = measure(&clients, &healthz, duration).await?;
     report("GET /healthz (the baseline)", &baseline);
     for (label, out) in &results {
         println!(
@@ -216,11 +217,11 @@ async fn drive(url: &DatabaseUrl, o: &Options, base: &str, run: &str) -> anyhow:
 }
 
 async fn measure(
+    clients: &[reqwest::Client],
     target: &Target,
-    connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Outcome> {
-    let out = load::run(target, connections, WARMUP, duration).await?;
+    let out = load::run(clients, target, WARMUP, duration).await?;
     if out.errors > 0 {
         anyhow::bail!(
             "{} of {} requests failed; the first: {}",
