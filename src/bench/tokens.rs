@@ -9,9 +9,11 @@
 //! ratio is what the JOSE layer (serialising, base64url, the claim checks, the JWE) costs
 //! on top of the signature itself.
 //!
-//! Last, labelled apart, the projection end to end on a scratch SQLite file: the records
-//! are appended through the real ledger first (not timed), then `catch_up()` reads,
-//! decodes, folds, signs and stores every token (timed).
+//! Then what a token fetch does per request for a JWE client (the stored JWS is
+//! encrypted at each fetch): the registered key parsed and the JWS encrypted, and the
+//! encryption alone. Last, labelled apart, the projection end to end on a scratch SQLite
+//! file: the records are appended through the real ledger first (not timed), then
+//! `catch_up()` reads, decodes, folds, signs and stores every token (timed).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -42,7 +44,7 @@ use crate::domain::LedgerEvent;
 use crate::ledger::{Ledger, LedgerOptions, NewEvent, Reader};
 use crate::projection::TokenProjection;
 use crate::record::{Actor, Event, StreamId};
-use crate::token::{self, Alg, KeySealer, RecipientKey, SigningKeys};
+use crate::token::{self, Alg, EncryptionKeySource, KeySealer, RecipientKey, SigningKeys};
 
 /// The issuer and ledger origin of the bench's tokens (the service's defaults).
 pub(crate) fn context() -> TokenContext {
@@ -229,7 +231,40 @@ pub async fn tokens(count: u64) -> anyhow::Result<()> {
         sealed_ec,
         raw,
     );
+
+    // What `GET /v1/transactions/{id}/token` does for a JWE client at every request: the
+    // JWS is stored, the client's registered key is parsed and the JWS encrypted.
+    println!("  per fetch of a JWE client (the stored JWS encrypted at each request):");
+    let stored: Vec<String> = all
+        .iter()
+        .map(|c| token::sign(c, ed))
+        .collect::<Result<_, _>>()?;
     drop(all);
+    for (name, pem, parsed) in [
+        ("RSA", rsa.to_pem_public_key(), &rsa_to),
+        ("P-256", ec.to_pem_public_key(), &ec_to),
+    ] {
+        let pem = String::from_utf8(pem)?;
+        let per_fetch = rate(&stored, |jws| {
+            let to = match token::parse_encryption_key(&pem)? {
+                EncryptionKeySource::Key(k) => k,
+                EncryptionKeySource::JwksUrl(_) => anyhow::bail!("a PEM parsed as a URL"),
+            };
+            Ok(token::encrypt(jws, &to)?.len())
+        })?;
+        line(
+            &format!("  parse the registered PEM ({name}) + encrypt"),
+            per_fetch,
+            raw,
+        );
+        let encrypt_only = rate(&stored, |jws| Ok(token::encrypt(jws, parsed)?.len()))?;
+        line(
+            &format!("  encrypt alone ({name}, key parsed once)"),
+            encrypt_only,
+            raw,
+        );
+    }
+    drop(stored);
 
     projection(&scratch, &run, count, &pepper, raw).await
 }

@@ -58,12 +58,17 @@ fn bench_tokens_reports_each_case_next_to_the_baseline() {
         "token::sign ES256 (JWS)",
         "sign EdDSA + encrypt RSA-OAEP-256/A256GCM (2048)",
         "sign EdDSA + encrypt ECDH-ES+A256KW/A256GCM (P-256)",
+        "parse the registered PEM (RSA) + encrypt",
+        "encrypt alone (RSA, key parsed once)",
+        "parse the registered PEM (P-256) + encrypt",
+        "encrypt alone (P-256, key parsed once)",
         "40 tokens from 200 records in",
     ] {
         let line = the_line(&out, case);
         assert!(figure_before(line, "tokens/s") > 0.0, "{line}");
         assert!(figure_after(line, "ratio") > 0.0, "{line}");
     }
+    the_line(&out, "per fetch of a JWE client");
     the_line(&out, "projection end to end, SQLite");
 }
 
