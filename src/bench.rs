@@ -1,10 +1,17 @@
-//! `vidne bench append`: the append path against a baseline measured in the same run.
+//! `vidne bench append`: the append path against a baseline measured in the same run;
+//! `vidne bench tokens` ([`tokens`]) and `vidne bench fetch` ([`fetch`]): sealing and
+//! fetching transaction tokens, each next to a baseline of the same run.
 //!
 //! The baseline writes the very canonical rows the ledger just stored into
 //! `bench_baseline`, a table with the same columns and indexes but no chain: one
 //! connection, one transaction per `appenders` rows (the largest group the ledger can
 //! form), the same durability. The ratio is what chaining and group commit cost.
 
+pub mod fetch;
+mod load;
+pub mod tokens;
+
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use futures::TryStreamExt;
@@ -226,5 +233,50 @@ async fn baseline(db: &Db, rows: &[StoredRow], per_tx: usize) -> anyhow::Result<
             }
             Ok(started.elapsed().as_secs_f64())
         }
+    }
+}
+
+/// `debug` or `release`: figures of a debug build say little.
+pub(crate) fn build_kind() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
+/// Distinguishes one run's ids from another's on the same database.
+pub(crate) fn run_id() -> String {
+    format!("{:x}", chrono::Utc::now().timestamp_micros())
+}
+
+/// A directory of the bench's own under the system's temporary directory (0700), removed
+/// with the value.
+pub(crate) struct Scratch(PathBuf);
+
+impl Scratch {
+    pub(crate) fn new(name: &str) -> anyhow::Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!(
+            "vidne-bench-{name}-{}-{}",
+            std::process::id(),
+            run_id()
+        ));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot make {}: {e}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -245,6 +245,36 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 256)]
         appenders: u32,
     },
+    /// Seal N transaction tokens of realistic claims (a MitID login, a signing, a CPR
+    /// match) on one thread, signed EdDSA, signed ES256, and signed then encrypted to
+    /// RSA-2048 and to P-256, next to raw ed25519-dalek signatures over messages of the
+    /// same length measured in the same run (the baseline), with each ratio; then the
+    /// token projection end to end on a scratch SQLite file (catch_up() over N completed
+    /// transactions: read, fold, sign, store).
+    Tokens {
+        /// Tokens sealed in each case, and transactions the projection seals.
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+        tokens: u64,
+    },
+    /// Start the service in this process on 127.0.0.1 (a free port), register three SP
+    /// clients (JWS, JWE to RSA, JWE to P-256), complete N transactions for each over
+    /// HTTP, then load `GET /v1/transactions/{id}/token` with C keep-alive connections in
+    /// closed loops, one client after the other, and last `GET /healthz` the same way:
+    /// requests/s, p50 and p99 of each, and the ratios to /healthz.
+    Fetch {
+        /// The database to serve from; created if missing. Use a scratch database.
+        #[arg(long, env = "DATABASE_URL")]
+        database: DatabaseUrl,
+        /// Concurrent connections of the load generator.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        connections: u64,
+        /// Seconds of load per target, after a 1 s warm-up.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+        /// Completed transactions (tokens) per client; the fetches pick among them.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        tokens: u64,
+    },
 }
 
 /// `vidne projections rebuild`: forgets the tokens, then seals them again from `seq` 0
@@ -352,6 +382,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             appenders,
         }) => {
             crate::bench::append(&database, records, appenders).await?;
+            Ok(0)
+        }
+        Command::Bench(BenchCommand::Tokens { tokens }) => {
+            crate::bench::tokens::tokens(tokens).await?;
+            Ok(0)
+        }
+        Command::Bench(BenchCommand::Fetch {
+            database,
+            connections,
+            seconds,
+            tokens,
+        }) => {
+            let options = crate::bench::fetch::Options {
+                connections: usize::try_from(connections)?,
+                seconds,
+                tokens,
+            };
+            crate::bench::fetch::fetch(&database, &options).await?;
             Ok(0)
         }
         Command::Simulate {
