@@ -435,6 +435,15 @@ impl Session {
             .ok_or_else(|| DomainError::invalid("session_id", UNKNOWN_SESSION))
     }
 
+    /// Refuses anything on a session that is not accepting, and, naming `field`, on a
+    /// session of another IdP than MitID (SSO reuse, signing, PID lookup, transfers).
+    fn accepting_mitid(&self, field: &str) -> Result<(), DomainError> {
+        if self.accepting()? != Idp::Mitid {
+            return Err(conflict_on(field, NOT_SUPPORTED_FOR_IDP));
+        }
+        Ok(())
+    }
+
     /// A transaction that has not failed.
     fn open_transaction(&self, id: &TransactionId) -> Result<&Transaction, DomainError> {
         let tx = self
@@ -558,10 +567,7 @@ impl Session {
                 action,
                 at,
             } => {
-                let idp = self.accepting()?;
-                if idp != Idp::Mitid {
-                    return Err(conflict_on("action", NOT_SUPPORTED_FOR_IDP));
-                }
+                self.accepting_mitid("action")?;
                 self.unauthenticated_transaction(&transaction_id)?;
                 let Some(subject_key) = self.subject_key.clone() else {
                     return Err(DomainError::conflict(NO_EARLIER_LOGIN));
@@ -580,10 +586,7 @@ impl Session {
                 reference_text,
                 at,
             } => {
-                let idp = self.accepting()?;
-                if idp != Idp::Mitid {
-                    return Err(conflict_on("transaction_text", NOT_SUPPORTED_FOR_IDP));
-                }
+                self.accepting_mitid("transaction_text")?;
                 let tx = self.open_transaction(&transaction_id)?;
                 if !tx.signed_request {
                     return Err(DomainError::access_denied(
@@ -660,10 +663,7 @@ impl Session {
                 cpr,
                 at,
             } => {
-                let idp = self.accepting()?;
-                if idp != Idp::Mitid {
-                    return Err(conflict_on("pid_status", NOT_SUPPORTED_FOR_IDP));
-                }
+                self.accepting_mitid("pid_status")?;
                 self.authenticated_transaction(&transaction_id)?;
                 let pid = match (pid_status, pid) {
                     (PidStatus::Success, Some(p)) => Some(ExternalId::parse("pid", &p)?),
@@ -702,10 +702,7 @@ impl Session {
                 expires_at,
                 at,
             } => {
-                let idp = self.accepting()?;
-                if idp != Idp::Mitid {
-                    return Err(conflict_on("code", NOT_SUPPORTED_FOR_IDP));
-                }
+                self.accepting_mitid("code")?;
                 self.authenticated_transaction(&transaction_id)?;
                 let target = TransferTarget::parse(
                     &target_broker_id,
