@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::domain::client::{ClientEvent, RegisteredClients};
+use crate::domain::client::{ClientEvent, RegisteredClients, TokenSettings};
 use crate::domain::session::ClientRegistry;
+use crate::domain::values::{ClientId, Environment};
 use crate::domain::LedgerEvent;
 use crate::ledger::Reader;
 
@@ -70,6 +71,15 @@ impl ClientsView {
 
     pub fn registry(&self) -> Arc<dyn ClientRegistry> {
         self.clients.clone()
+    }
+
+    /// How `client_id`'s tokens in `environment` are sealed, if it is registered there.
+    pub fn token_settings(
+        &self,
+        client_id: &ClientId,
+        environment: Environment,
+    ) -> Option<TokenSettings> {
+        self.clients.token_settings(client_id, environment)
     }
 
     /// The view itself, for the token sealer (each client's token settings).

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 
-use super::auth::require;
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::auth::{Principal, Role};
@@ -66,7 +65,6 @@ pub async fn token(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require(&principal, |r| matches!(r, Role::Sp(_)))?;
     let Role::Sp(client_id) = &principal.role else {
         return Err(ApiError::Forbidden);
     };
@@ -99,11 +97,29 @@ pub async fn token(
             ))
         }
     };
-    let settings = state
-        .sealer
-        .clients()
-        .token_settings(client_id, token.environment);
-    let body = match settings.and_then(|s| s.encryption_key) {
+    // The sealed token exists, so its client's registration has been read; should this
+    // view not have it, it is read again, and never guessed: a client that registered
+    // an encryption key must not get its token in clear.
+    let settings = match state.clients.token_settings(client_id, token.environment) {
+        Some(s) => s,
+        None => {
+            state
+                .clients
+                .catch_up(&state.reader)
+                .await
+                .map_err(ApiError::Internal)?;
+            state
+                .clients
+                .token_settings(client_id, token.environment)
+                .ok_or_else(|| {
+                    ApiError::Internal(anyhow::anyhow!(
+                        "token sealed for {client_id} in {}, which is not registered there",
+                        token.environment
+                    ))
+                })?
+        }
+    };
+    let body = match settings.encryption_key {
         None => token.jws,
         Some(key) => {
             let upstream = |e: crate::token::SealError| {

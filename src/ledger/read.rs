@@ -119,26 +119,13 @@ impl Reader {
         limit: u32,
     ) -> Result<Vec<StoredRow>, sqlx::Error> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
-        match &self.db {
-            Db::Postgres(p) => {
-                let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE stream = $1 AND stream_seq > $2 ORDER BY stream_seq LIMIT $3");
-                sqlx::query_as(&sql)
-                    .bind(stream)
-                    .bind(after)
-                    .bind(i64::from(limit))
-                    .fetch_all(p)
-                    .await
-            }
-            Db::Sqlite(p) => {
-                let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE stream = ?1 AND stream_seq > ?2 ORDER BY stream_seq LIMIT ?3");
-                sqlx::query_as(&sql)
-                    .bind(stream)
-                    .bind(after)
-                    .bind(i64::from(limit))
-                    .fetch_all(p)
-                    .await
-            }
-        }
+        let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE stream = $1 AND stream_seq > $2 ORDER BY stream_seq LIMIT $3");
+        crate::on_pool!(&self.db, p => sqlx::query_as(&sql)
+            .bind(stream)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await)
     }
 
     /// Up to `limit` records of type `event_type` with `after < seq <= to`, in `seq`
@@ -152,28 +139,14 @@ impl Reader {
     ) -> Result<Vec<StoredRow>, sqlx::Error> {
         let after = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
         let to = i64::try_from(to).unwrap_or(i64::MAX);
-        match &self.db {
-            Db::Postgres(p) => {
-                let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE event_type = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4");
-                sqlx::query_as(&sql)
-                    .bind(event_type)
-                    .bind(after)
-                    .bind(to)
-                    .bind(i64::from(limit))
-                    .fetch_all(p)
-                    .await
-            }
-            Db::Sqlite(p) => {
-                let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE event_type = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4");
-                sqlx::query_as(&sql)
-                    .bind(event_type)
-                    .bind(after)
-                    .bind(to)
-                    .bind(i64::from(limit))
-                    .fetch_all(p)
-                    .await
-            }
-        }
+        let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE event_type = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4");
+        crate::on_pool!(&self.db, p => sqlx::query_as(&sql)
+            .bind(event_type)
+            .bind(after)
+            .bind(to)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await)
     }
 
     /// The row at `seq`, if there is one.

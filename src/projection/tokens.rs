@@ -51,7 +51,8 @@ pub struct StoredToken {
     pub session_id: String,
     pub environment: Environment,
     pub completed_seq: u64,
-    pub claims: Map<String, Value>,
+    /// The claims as stored (JSON), left unparsed: a fetch serves the JWS alone.
+    pub claims: String,
     pub jws: String,
     pub kid: String,
     pub alg: String,
@@ -193,7 +194,7 @@ impl TokenProjection {
             if position >= head {
                 return Ok(position);
             }
-            self.batch(head).await?;
+            self.batch(position, head).await?;
             self.advanced.notify_waiters();
         }
     }
@@ -265,7 +266,7 @@ impl TokenProjection {
                     environment: Environment::parse(&environment)
                         .map_err(|e| anyhow::anyhow!("stored environment: {}", e.reason))?,
                     completed_seq: seq.max(0) as u64,
-                    claims: serde_json::from_str(&claims)?,
+                    claims,
                     jws,
                     kid,
                     alg,
@@ -274,15 +275,12 @@ impl TokenProjection {
             .collect()
     }
 
-    /// Applies records from the position up to `head` (at most [`BATCH`]) in one
+    /// Applies records from `from` (the position as just read; re-checked under the
+    /// lock) up to `head` (at most [`BATCH`]) in one
     /// transaction with the view and the new position.
-    async fn batch(&self, head: u64) -> anyhow::Result<()> {
+    async fn batch(&self, from: u64, head: u64) -> anyhow::Result<()> {
         // The records are read before the transaction: it holds the database's write
         // lock on SQLite, and must not wait for a read connection meanwhile.
-        let from = self.position().await?;
-        if from >= head {
-            return Ok(());
-        }
         let rows = self.reader.range(from, head - 1, BATCH).await?;
         crate::on_pool!(&self.db, p => {
             let mut tx = p.begin().await?;

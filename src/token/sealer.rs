@@ -35,11 +35,6 @@ impl KeySealer {
         Ok(())
     }
 
-    /// The client view whose token settings choose the algorithm.
-    pub fn clients(&self) -> &RegisteredClients {
-        &self.clients
-    }
-
     /// Every key that may still verify a token, as a JWKS.
     pub fn jwks(&self) -> Value {
         self.read().jwks()
