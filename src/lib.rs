@@ -5,7 +5,8 @@
 //! independent checker; `http` the service; `domain` the broker events and the
 //! aggregates that decide them; `app` runs their commands on the ledger; `auth` the API
 //! keys and roles; `simulate` a broker's traffic over HTTP, from a seed; `token` the
-//! sealed transaction tokens (signing keys, JWS/JWE, the independent token verifier).
+//! sealed transaction tokens (signing keys, JWS/JWE, the independent token verifier);
+//! `logverify` the independent offline verifier of Merkle proofs and signed checkpoints.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -17,6 +18,7 @@ pub mod domain;
 pub mod http;
 pub mod idempotency;
 pub mod ledger;
+pub mod logverify;
 pub mod projection;
 pub mod record;
 pub mod simulate;
