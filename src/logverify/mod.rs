@@ -8,21 +8,23 @@
 //! the write side therefore cannot hide itself by being repeated here. What an auditor
 //! needs is the ledger's verifier key alone: no database, no service.
 //!
+//! - [`note`]: the verifier key and the signed checkpoint.
 //! - [`proof`]: inclusion and consistency proofs.
 
 use std::fmt;
 
+pub mod note;
 pub mod proof;
 #[cfg(test)]
 mod reference;
 
+pub use note::{open_note, verify_checkpoint, Checkpoint, KeyError, VerifierKey};
 pub use proof::{empty_root, verify_consistency, verify_inclusion};
 
 /// Why an input was refused, as one sentence naming what was found.
 ///
 /// `malformed` tells an input that is not in its format at all (a checkpoint that is
-/// not a signed note) from one that is well-formed but fails a check; the command line
-/// exits 2 for the first and 1 for the second.
+/// not a signed note) from one that is well-formed but fails a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
     reason: String,
@@ -62,3 +64,13 @@ impl fmt::Display for Reject {
 }
 
 impl std::error::Error for Reject {}
+
+/// `s` quoted for a message, cut to 80 characters: the inputs are untrusted and may be
+/// long, and Debug escapes whatever control characters they hold.
+pub(crate) fn quote(s: &str) -> String {
+    const MAX: usize = 80;
+    match s.char_indices().nth(MAX) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}…", &s[..cut]),
+    }
+}

@@ -1,8 +1,11 @@
 //! The writer side as the tests make it: a naive Merkle tree straight from the
 //! definitions of RFC 9162 section 2.1 (MTH, PATH, SUBPROOF), slow, recursive and
-//! sharing nothing with the verifier's loops. The published vectors pin it
-//! (`proof::tests`).
+//! sharing nothing with the verifier's loops, and a checkpoint signer written from SPEC
+//! section 5. The published vectors pin both (`proof::tests`, `note::tests`).
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 
 use crate::spec::hash::Hash32;
@@ -61,4 +64,31 @@ pub fn subproof(m: usize, d: &[Hash32], b: bool) -> Vec<Hash32> {
     };
     p.push(other);
     p
+}
+
+/// A fresh Ed25519 key and its verifier key string, as SPEC section 5 writes it.
+pub fn new_key(name: &str) -> (SigningKey, String) {
+    let sk = SigningKey::generate(&mut rand_core::OsRng);
+    let vkey = format!(
+        "{name}+{}+{}",
+        hex::encode(key_id(name, &sk)),
+        STANDARD.encode(typed_key(&sk))
+    );
+    (sk, vkey)
+}
+
+fn typed_key(sk: &SigningKey) -> Vec<u8> {
+    [&[0x01][..], sk.verifying_key().as_bytes()].concat()
+}
+
+fn key_id(name: &str, sk: &SigningKey) -> [u8; 4] {
+    let d = Sha256::digest([name.as_bytes(), &b"\n"[..], &typed_key(sk)[..]].concat());
+    [d[0], d[1], d[2], d[3]]
+}
+
+/// `— <name> base64(key id || signature over text)\n`.
+pub fn sig_line(text: &str, name: &str, sk: &SigningKey) -> String {
+    let sig = sk.sign(text.as_bytes()).to_bytes();
+    let raw = [&key_id(name, sk)[..], &sig[..]].concat();
+    format!("— {name} {}\n", STANDARD.encode(raw))
 }
