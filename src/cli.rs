@@ -138,6 +138,9 @@ pub enum Command {
     /// Sealed transaction tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Verify Merkle proofs and signed checkpoints offline, with the verifier key alone.
+    #[command(subcommand)]
+    Proof(crate::logverify::cmd::ProofCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -376,6 +379,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Keys(KeysCommand::RotateSigning(args)) => token::cmd::rotate_signing(&args),
         Command::Keys(KeysCommand::ListSigning(args)) => token::cmd::list_signing(&args),
         Command::Token(TokenCommand::Verify(args)) => Ok(token::cmd::verify_token(&args).await),
+        Command::Proof(cmd) => Ok(crate::logverify::cmd::run(&cmd)),
         Command::Bench(BenchCommand::Append {
             database,
             records,

@@ -1,5 +1,5 @@
 //! The independent offline verifier of the ledger's Merkle proofs and signed checkpoints
-//! (SPEC sections 4 and 5),.
+//! (SPEC sections 4 and 5), and its command `vidne proof verify`.
 //!
 //! It is the check on the writer side (the tree, the proofs, the checkpoint signer), so
 //! it shares no code with it: everything here is written afresh from RFC 9162 section
@@ -10,9 +10,11 @@
 //!
 //! - [`note`]: the verifier key and the signed checkpoint.
 //! - [`proof`]: inclusion and consistency proofs.
+//! - [`cmd`]: the command line.
 
 use std::fmt;
 
+pub mod cmd;
 pub mod note;
 pub mod proof;
 #[cfg(test)]
@@ -24,7 +26,8 @@ pub use proof::{empty_root, verify_consistency, verify_inclusion};
 /// Why an input was refused, as one sentence naming what was found.
 ///
 /// `malformed` tells an input that is not in its format at all (a checkpoint that is
-/// not a signed note) from one that is well-formed but fails a check.
+/// not a signed note) from one that is well-formed but fails a check; the command line
+/// exits 2 for the first and 1 for the second.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
     reason: String,

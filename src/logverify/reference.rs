@@ -92,3 +92,9 @@ pub fn sig_line(text: &str, name: &str, sk: &SigningKey) -> String {
     let raw = [&key_id(name, sk)[..], &sig[..]].concat();
     format!("— {name} {}\n", STANDARD.encode(raw))
 }
+
+/// A checkpoint of `name`'s log, signed by `sk`.
+pub fn checkpoint(name: &str, size: u64, root: Hash32, sk: &SigningKey) -> String {
+    let text = format!("{name}\n{size}\n{}\n", STANDARD.encode(root.0));
+    format!("{text}\n{}", sig_line(&text, name, sk))
+}
