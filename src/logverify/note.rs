@@ -14,6 +14,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
+use super::proof::empty_root;
 use super::{quote, Reject};
 use crate::spec::hash::Hash32;
 
@@ -234,7 +235,7 @@ pub struct Checkpoint {
 }
 
 /// Verifies a signed checkpoint by `key` and reads its body: exactly the origin (the
-/// key's name), the tree size and the root. The C2SP extension lines are refused, as
+/// key's name), the tree size and the root (SHA-256 of nothing for size 0). The C2SP extension lines are refused, as
 /// SPEC section 5 has none.
 pub fn verify_checkpoint(text: &str, key: &VerifierKey) -> Result<Checkpoint, Reject> {
     let body = open_note(text, key)?;
@@ -264,6 +265,13 @@ pub fn verify_checkpoint(text: &str, key: &VerifierKey) -> Result<Checkpoint, Re
                 quote(root)
             ))
         })?;
+    // SPEC section 4 fixes the root of the empty tree.
+    if tree_size == 0 && root != empty_root() {
+        return Err(Reject::failed(format!(
+            "the checkpoint is of the empty tree, whose root is {}, but its root is {root}",
+            empty_root()
+        )));
+    }
     Ok(Checkpoint {
         origin: origin.to_owned(),
         tree_size,

@@ -134,8 +134,12 @@ fn a_checkpoint_verifies_and_reads() {
     assert_eq!(cp.origin, NAME);
     assert_eq!(cp.tree_size, 42);
     assert_eq!(cp.root.0[..4], [0xde, 0xad, 0xbe, 0xef]);
-    let empty = signed(&body("0", ROOT), &sk);
+    let empty_root = STANDARD.encode(Sha256::digest(b""));
+    let empty = signed(&body("0", &empty_root), &sk);
     assert_eq!(verify_checkpoint(&empty, &key(&vkey)).unwrap().tree_size, 0);
+    let not_empty = signed(&body("0", ROOT), &sk);
+    assert!(reason(verify_checkpoint(&not_empty, &key(&vkey)))
+        .starts_with("the checkpoint is of the empty tree, whose root is e3b0c442"));
     let max = signed(&body("18446744073709551615", ROOT), &sk);
     assert_eq!(
         verify_checkpoint(&max, &key(&vkey)).unwrap().tree_size,
