@@ -10,6 +10,7 @@
 pub mod fetch;
 mod load;
 pub mod tokens;
+pub mod tree;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -45,21 +46,7 @@ pub async fn append(url: &DatabaseUrl, records: u64, appenders: u32) -> anyhow::
         LedgerOptions::default(),
     );
     let started = Instant::now();
-    let tasks: Vec<_> = events
-        .into_iter()
-        .map(|stream| {
-            let ledger = ledger.clone();
-            tokio::spawn(async move {
-                for event in stream {
-                    ledger.append(vec![event]).await?;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await??;
-    }
+    drive(&ledger, events, 1).await?;
     let ledger_secs = started.elapsed().as_secs_f64();
     let stats = ledger.stats();
     ledger.close().await;
@@ -117,9 +104,41 @@ pub async fn append(url: &DatabaseUrl, records: u64, appenders: u32) -> anyhow::
     Ok(())
 }
 
+/// Runs one task per list of `events`, each appending its events in order, `per_append`
+/// at a time, and waits for all of them.
+pub(crate) async fn drive(
+    ledger: &Ledger,
+    events: Vec<Vec<NewEvent>>,
+    per_append: usize,
+) -> anyhow::Result<()> {
+    let tasks: Vec<_> = events
+        .into_iter()
+        .map(|stream| {
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                let mut stream = stream.into_iter().peekable();
+                while stream.peek().is_some() {
+                    ledger
+                        .append(stream.by_ref().take(per_append).collect())
+                        .await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
 /// One list of events per appender, each on a stream of its own with consecutive
 /// `stream_seq`s; a payload shaped like a MitID login event.
-fn bench_events(run: &str, records: u64, appenders: u32) -> anyhow::Result<Vec<Vec<NewEvent>>> {
+pub(crate) fn bench_events(
+    run: &str,
+    records: u64,
+    appenders: u32,
+) -> anyhow::Result<Vec<Vec<NewEvent>>> {
     let event_type = EventType::parse("login.completed")?;
     let actor = Actor::parse("broker:bench")?;
     let version = SchemaVersion::parse(1)?;
@@ -157,7 +176,7 @@ fn bench_events(run: &str, records: u64, appenders: u32) -> anyhow::Result<Vec<V
         .collect()
 }
 
-fn transport(url: &DatabaseUrl) -> String {
+pub(crate) fn transport(url: &DatabaseUrl) -> String {
     match url {
         DatabaseUrl::Sqlite(_) => "SQLite WAL, synchronous=FULL".into(),
         DatabaseUrl::Postgres(s) => {

@@ -74,6 +74,28 @@ pub struct TokenArgs {
     pub origin: String,
 }
 
+/// The verifiable log: its checkpoints and who may read it (`serve`).
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// The checkpoint key file (Ed25519, PKCS#8 PEM, 0600; made if missing), shared by
+    /// every instance; required with PostgreSQL. Without it on SQLite:
+    /// `<database file>.checkpoint-key`. Its verifier key is at `GET /v1/log/key`.
+    #[arg(long, env = "VIDNE_CHECKPOINT_KEY")]
+    pub checkpoint_key: Option<PathBuf>,
+    /// Sign a checkpoint once this many records are past the last one...
+    #[arg(long, env = "VIDNE_CHECKPOINT_EVERY", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_every: u64,
+    /// ...or once this long has passed since it (e.g. 10s, 2m), if any record is.
+    #[arg(long, env = "VIDNE_CHECKPOINT_INTERVAL", default_value = "10s",
+          value_parser = token::keys::parse_duration)]
+    pub checkpoint_interval: std::time::Duration,
+    /// Serve the log's read routes (records, checkpoints, key, proofs, tiles) without
+    /// an API key; otherwise auditor and SP keys may read them.
+    #[arg(long, env = "VIDNE_PUBLIC_LOG")]
+    pub public_log: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ProjectionsCommand {
     /// Forget the transaction tokens and make them again from the whole ledger (same
@@ -108,6 +130,8 @@ pub enum Command {
         cpr_pepper: Option<String>,
         #[command(flatten)]
         tokens: TokenArgs,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// The projections made from the ledger.
     #[command(subcommand)]
@@ -236,6 +260,32 @@ pub enum TokenCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// What keeping the Merkle tree costs appends: N records from C appenders into a
+    /// fresh database with the tree and into one without it, alternated for R rounds in
+    /// one run, and the median ratio. The two scratch databases sit beside --database
+    /// (`<file>.tree_on.db`, or `<database>_tree_on` on the same PostgreSQL server) and
+    /// are removed afterwards.
+    Tree {
+        #[arg(long, env = "DATABASE_URL")]
+        database: DatabaseUrl,
+        #[arg(long, default_value_t = 100_000)]
+        records: u64,
+        #[arg(long, default_value_t = 256)]
+        appenders: u32,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
+    /// Inclusion and consistency proof generation, p50 and p99 over S random proofs, in
+    /// a ledger of N records (appended first through the real append path if --database
+    /// holds fewer; kept for the next run), next to reading one tile of record hashes.
+    Proofs {
+        #[arg(long, env = "DATABASE_URL")]
+        database: DatabaseUrl,
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        #[arg(long, default_value_t = 2_000)]
+        samples: u32,
+    },
     /// Append N records from C concurrent appenders through the real append path, then
     /// the same rows as plain batched INSERTs into an unchained table, and print both
     /// rates, their ratio, and `vidne verify`'s rate over the ledger.
@@ -316,6 +366,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             max_body_bytes,
             cpr_pepper,
             tokens,
+            log,
         } => {
             let cpr_pepper = cpr_pepper
                 .map(|p| Pepper::new(p.into_bytes()))
@@ -330,6 +381,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 signing_keys: tokens.signing_keys,
                 issuer: tokens.issuer,
                 origin: tokens.origin,
+                checkpoint_key: log.checkpoint_key,
+                checkpoints: crate::checkpoint::Policy {
+                    every_records: log.checkpoint_every,
+                    interval: log.checkpoint_interval,
+                },
+                public_log: log.public_log,
             })
             .await?;
             tracing::info!(database = %database.url, port = app.port(), "vidne serving on {listen}");
@@ -386,6 +443,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             appenders,
         }) => {
             crate::bench::append(&database, records, appenders).await?;
+            Ok(0)
+        }
+        Command::Bench(BenchCommand::Tree {
+            database,
+            records,
+            appenders,
+            rounds,
+        }) => {
+            crate::bench::tree::tree_cost(&database, records, appenders, rounds).await?;
+            Ok(0)
+        }
+        Command::Bench(BenchCommand::Proofs {
+            database,
+            records,
+            samples,
+        }) => {
+            crate::bench::tree::proofs(&database, records, samples).await?;
             Ok(0)
         }
         Command::Bench(BenchCommand::Tokens { tokens }) => {

@@ -98,6 +98,8 @@ pub enum DbError {
         url: String,
         source: sqlx::migrate::MigrateError,
     },
+    #[error("cannot build the Merkle tree in {url}: {source}")]
+    Tree { url: String, source: sqlx::Error },
 }
 
 impl Db {
@@ -187,6 +189,18 @@ pub async fn open(url: &DatabaseUrl, application_name: &str, max: u32) -> Result
         url: url.to_string(),
         source,
     })?;
+    let built = crate::merkle::store::build_missing(&db)
+        .await
+        .map_err(|source| DbError::Tree {
+            url: url.to_string(),
+            source,
+        })?;
+    if built > 0 {
+        tracing::info!(
+            records = built,
+            "built the Merkle tree of records that predate it"
+        );
+    }
     Ok(db)
 }
 

@@ -72,6 +72,9 @@ pub async fn fetch(url: &DatabaseUrl, options: &Options) -> anyhow::Result<()> {
         signing_keys: Some(scratch.path().join("signing-keys")),
         issuer: "https://vidne.local".into(),
         origin: "vidne.local/ledger".into(),
+        checkpoint_key: Some(scratch.path().join("checkpoint-key")),
+        checkpoints: Default::default(),
+        public_log: false,
     })
     .await?;
     let base = format!("http://127.0.0.1:{}", app.port());

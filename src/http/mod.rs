@@ -28,6 +28,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::app::Commands;
 use crate::auth::store::KeyStore;
+use crate::checkpoint::{self, Checkpointer, LogKey};
 use crate::db::{self, DatabaseUrl, Db};
 use crate::domain::session::SessionServices;
 use crate::domain::token::TokenContext;
@@ -58,6 +59,21 @@ pub struct ServeConfig {
     pub issuer: String,
     /// The ledger's origin (SPEC section 5), named in every token's binding.
     pub origin: String,
+    /// The checkpoint key file; `None`: required on PostgreSQL,
+    /// `<database file>.checkpoint-key` next to an SQLite database.
+    pub checkpoint_key: Option<PathBuf>,
+    /// When checkpoints are signed without being asked.
+    pub checkpoints: checkpoint::Policy,
+    /// Serve the log's read routes (records, checkpoints, proofs, tiles) without a key.
+    pub public_log: bool,
+}
+
+/// The verifiable log's part of the state.
+#[derive(Clone)]
+pub struct LogState {
+    pub checkpoints: Checkpointer,
+    /// Whether the log's read routes need no key.
+    pub public: bool,
 }
 
 /// Shared by every handler.
@@ -81,6 +97,7 @@ pub struct AppState {
     pub sealer: KeySealer,
     /// Clients' JWKS documents, for those registered with a JWKS URL.
     pub jwks: Arc<JwksCache>,
+    pub log: LogState,
 }
 
 impl AppState {
@@ -100,6 +117,7 @@ pub struct Application {
     server: Server,
     ledger: Ledger,
     follower: tokio::task::JoinHandle<()>,
+    checkpointer: tokio::task::JoinHandle<()>,
     pools: Vec<Db>,
 }
 
@@ -163,6 +181,12 @@ impl Application {
             context,
             Arc::new(sealer.clone()),
         );
+        let log_key = LogKey::load_or_create(
+            &checkpoint::key::resolve_path(&config.database, config.checkpoint_key.clone())?,
+            &config.origin,
+        )?;
+        let checkpoints = Checkpointer::open(read_db.clone(), log_key).await?;
+        let checkpointer = tokio::spawn(checkpoints.clone().run(config.checkpoints));
         let follower = tokio::spawn(follow(
             tokens.clone(),
             clients.clone(),
@@ -173,6 +197,10 @@ impl Application {
             tokens,
             sealer,
             jwks: Arc::new(JwksCache::default()),
+            log: LogState {
+                checkpoints,
+                public: config.public_log,
+            },
             sessions: SessionServices {
                 pepper,
                 clients: clients.registry(),
@@ -219,6 +247,7 @@ impl Application {
             server,
             ledger,
             follower,
+            checkpointer,
             pools: vec![read_db, write_db, projection_db],
         })
     }
@@ -232,6 +261,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.follower.abort();
+        self.checkpointer.abort();
         self.ledger.close().await;
         for pool in &self.pools {
             pool.close().await;

@@ -8,8 +8,16 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Executor, PgPool, Postgres, QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::chain::Head;
+use crate::merkle::{Frontier, TileHash};
 use crate::record::{Record, StreamId};
 use crate::spec::hash::Hash32;
+
+/// The tree's part of a group: its right edge after the group's records, and the tile
+/// hashes they complete. `None` leaves the tree alone (the append benchmark's baseline).
+pub(super) struct TreeUpdate {
+    pub frontier: Frontier,
+    pub tiles: Vec<TileHash>,
+}
 
 /// A database the writer can append to. Every method runs on the writer's one
 /// connection; `begin_and_lock` opens the transaction that `commit` ends.
@@ -18,10 +26,11 @@ pub(super) trait ChainStore: Clone + Send + Sync + 'static {
 
     fn connect(&self) -> impl Future<Output = Result<Self::Conn, sqlx::Error>> + Send;
 
-    /// Starts a transaction holding the chain-head lock and reads the head.
+    /// Starts a transaction holding the chain-head lock and reads the head and the
+    /// tree's right edge.
     fn begin_and_lock(
         conn: &mut Self::Conn,
-    ) -> impl Future<Output = Result<Head, sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<(Head, Frontier), sqlx::Error>> + Send;
 
     /// The last `stream_seq` of each stream (0 for one with no record yet).
     fn stream_heads(
@@ -30,24 +39,27 @@ pub(super) trait ChainStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<HashMap<StreamId, u64>, sqlx::Error>> + Send;
 
     /// Under the lock taken by `begin_and_lock`, which read `expected`: inserts the
-    /// group's records and moves the chain head to `head`.
+    /// group's records and tile hashes and moves the chain head to `head`.
     fn insert(
         conn: &mut Self::Conn,
         expected: &Head,
         records: &[Record],
         head: &Head,
+        tree: Option<&TreeUpdate>,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
     fn commit(conn: &mut Self::Conn) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
     /// The fast path, outside any transaction: atomically moves the head from `expected`
-    /// to `head` and inserts `records`, or, if the head is no longer `expected` (another
-    /// process appended), writes nothing and returns `false`. Durable when it returns.
+    /// to `head` and inserts `records` and the tile hashes, or, if the head is no longer
+    /// `expected` (another process appended), writes nothing and returns `false`.
+    /// Durable when it returns.
     fn append_if_head(
         conn: &mut Self::Conn,
         expected: &Head,
         records: &[Record],
         head: &Head,
+        tree: Option<&TreeUpdate>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Closes a connection that failed mid-group instead of returning it to the pool,
@@ -75,21 +87,26 @@ pub(super) fn is_disconnect(e: &sqlx::Error) -> bool {
     }
 }
 
-fn head_from_row<R: Row>(row: &R) -> Result<Head, sqlx::Error>
+fn head_from_row<R: Row>(row: &R) -> Result<(Head, Frontier), sqlx::Error>
 where
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     usize: sqlx::ColumnIndex<R>,
 {
-    let next_seq: i64 = row.try_get(0)?;
+    let unsigned = |column: usize, name: &str| -> Result<u64, sqlx::Error> {
+        u64::try_from(row.try_get::<i64, _>(column)?)
+            .map_err(|_| sqlx::Error::Protocol(format!("ledger_head.{name} is negative")))
+    };
     let last_hash = Hash32::from_slice(row.try_get::<&[u8], _>(1)?)
         .ok_or_else(|| sqlx::Error::Protocol("ledger_head.last_hash is not 32 bytes".into()))?;
-    Ok(Head {
-        next_seq: u64::try_from(next_seq)
-            .map_err(|_| sqlx::Error::Protocol("ledger_head.next_seq is negative".into()))?,
+    let head = Head {
+        next_seq: unsigned(0, "next_seq")?,
         last_hash,
         last_time_micros: row.try_get(2)?,
-    })
+    };
+    let tree = Frontier::from_bytes(unsigned(3, "tree_size")?, row.try_get::<&[u8], _>(4)?)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    Ok((head, tree))
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -109,9 +126,8 @@ fn heads_from_rows(
         .collect()
 }
 
-const SELECT_HEAD: &str = "SELECT next_seq, last_hash, last_time_us FROM ledger_head WHERE id = 1";
-const UPDATE_HEAD: &str =
-    "UPDATE ledger_head SET next_seq = $1, last_hash = $2, last_time_us = $3 WHERE id = 1";
+const SELECT_HEAD: &str = "SELECT next_seq, last_hash, last_time_us, tree_size, tree_frontier \
+                           FROM ledger_head WHERE id = 1";
 
 impl ChainStore for PgPool {
     type Conn = PoolConnection<Postgres>;
@@ -120,7 +136,7 @@ impl ChainStore for PgPool {
         self.acquire().await
     }
 
-    async fn begin_and_lock(conn: &mut Self::Conn) -> Result<Head, sqlx::Error> {
+    async fn begin_and_lock(conn: &mut Self::Conn) -> Result<(Head, Frontier), sqlx::Error> {
         conn.execute("BEGIN").await?;
         let row = sqlx::query(&format!("{SELECT_HEAD} FOR UPDATE"))
             .fetch_one(&mut **conn)
@@ -148,9 +164,10 @@ impl ChainStore for PgPool {
         expected: &Head,
         records: &[Record],
         head: &Head,
+        tree: Option<&TreeUpdate>,
     ) -> Result<(), sqlx::Error> {
         // Under the lock the guard always holds; the same statement serves both paths.
-        match pg_guarded_append(conn, expected, records, head).await? {
+        match pg_guarded_append(conn, expected, records, head, tree).await? {
             true => Ok(()),
             false => Err(sqlx::Error::Protocol(
                 "ledger_head moved while locked".into(),
@@ -167,8 +184,9 @@ impl ChainStore for PgPool {
         expected: &Head,
         records: &[Record],
         head: &Head,
+        tree: Option<&TreeUpdate>,
     ) -> Result<bool, StoreError> {
-        pg_guarded_append(conn, expected, records, head)
+        pg_guarded_append(conn, expected, records, head, tree)
             .await
             .map_err(|e| match e {
                 // The connection failed with the statement in flight: it may have committed.
@@ -184,26 +202,36 @@ impl ChainStore for PgPool {
     }
 }
 
-/// Moves the head from `expected` to `head` and inserts `records`, in one statement (so
-/// one round trip, and atomic on its own in autocommit). The guarded update takes the
-/// head row's lock; the rows are inserted only if it matched. `false`: the head was not
-/// `expected`, nothing was written.
+/// Moves the head from `expected` to `head` and inserts `records` and the tile hashes,
+/// in one statement (so one round trip, and atomic on its own in autocommit). The
+/// guarded update takes the head row's lock; the rows are inserted only if it matched.
+/// `false`: the head was not `expected`, nothing was written.
 async fn pg_guarded_append(
     conn: &mut PoolConnection<Postgres>,
     expected: &Head,
     records: &[Record],
     head: &Head,
+    tree: Option<&TreeUpdate>,
 ) -> Result<bool, sqlx::Error> {
     let column = |f: fn(&Record) -> i64| records.iter().map(f).collect::<Vec<i64>>();
-    let row = sqlx::query(
-        "WITH moved AS (UPDATE ledger_head SET next_seq = $1, last_hash = $2, last_time_us = $3 \
+    let moves_tree = if tree.is_some() {
+        ", tree_size = $13, tree_frontier = $14"
+    } else {
+        ""
+    };
+    let tiles = tree.map(|t| t.tiles.as_slice()).unwrap_or_default();
+    let row = sqlx::query(&format!(
+        "WITH moved AS (UPDATE ledger_head SET next_seq = $1, last_hash = $2, last_time_us = $3{moves_tree} \
          WHERE id = 1 AND next_seq = $11 AND last_hash = $12 RETURNING 1), \
          inserted AS (INSERT INTO ledger_records \
          (seq, stream, stream_seq, event_type, time_us, canonical, hash) \
          SELECT * FROM unnest($4::int8[], $5::text[], $6::int8[], $7::text[], $8::int8[], $9::bytea[], $10::bytea[]) \
+         WHERE EXISTS (SELECT 1 FROM moved) RETURNING 1), \
+         tiles AS (INSERT INTO merkle_hashes (level, idx, hash) \
+         SELECT * FROM unnest($15::int2[], $16::int8[], $17::bytea[]) \
          WHERE EXISTS (SELECT 1 FROM moved) RETURNING 1) \
-         SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM inserted)",
-    )
+         SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM inserted), (SELECT count(*) FROM tiles)"
+    ))
     .bind(to_i64(head.next_seq))
     .bind(&head.last_hash.0[..])
     .bind(head.last_time_micros)
@@ -216,16 +244,24 @@ async fn pg_guarded_append(
     .bind(records.iter().map(Record::hash_bytes).collect::<Vec<_>>())
     .bind(to_i64(expected.next_seq))
     .bind(&expected.last_hash.0[..])
+    .bind(to_i64(tree.map_or(0, |t| t.frontier.size())))
+    .bind(tree.map(|t| t.frontier.to_bytes()).unwrap_or_default())
+    .bind(tiles.iter().map(|t| t.level as i16).collect::<Vec<_>>())
+    .bind(tiles.iter().map(|t| to_i64(t.index)).collect::<Vec<_>>())
+    .bind(tiles.iter().map(|t| &t.hash.0[..]).collect::<Vec<_>>())
     .fetch_one(&mut **conn)
     .await?;
     let moved: i64 = row.try_get(0)?;
     let inserted: i64 = row.try_get(1)?;
-    match (moved, usize::try_from(inserted)) {
-        (0, _) => Ok(false),
-        (1, Ok(n)) if n == records.len() => Ok(true),
+    let tiled: i64 = row.try_get(2)?;
+    match (moved, usize::try_from(inserted), usize::try_from(tiled)) {
+        (0, _, _) => Ok(false),
+        (1, Ok(n), Ok(t)) if n == records.len() && t == tiles.len() => Ok(true),
         _ => Err(sqlx::Error::Protocol(format!(
-            "guarded append moved {moved} head rows and inserted {inserted} of {} records",
-            records.len()
+            "guarded append moved {moved} head rows and inserted {inserted} of {} records \
+             and {tiled} of {} tile hashes",
+            records.len(),
+            tiles.len()
         ))),
     }
 }
@@ -241,7 +277,7 @@ impl ChainStore for SqlitePool {
         self.acquire().await
     }
 
-    async fn begin_and_lock(conn: &mut Self::Conn) -> Result<Head, sqlx::Error> {
+    async fn begin_and_lock(conn: &mut Self::Conn) -> Result<(Head, Frontier), sqlx::Error> {
         // IMMEDIATE takes the database's write lock now, so another process cannot
         // append between our reading the head and our commit.
         conn.execute("BEGIN IMMEDIATE").await?;
@@ -271,14 +307,10 @@ impl ChainStore for SqlitePool {
         _expected: &Head,
         records: &[Record],
         head: &Head,
+        tree: Option<&TreeUpdate>,
     ) -> Result<(), sqlx::Error> {
-        sqlite_insert_rows(conn, records).await?;
-        sqlx::query(UPDATE_HEAD)
-            .bind(to_i64(head.next_seq))
-            .bind(&head.last_hash.0[..])
-            .bind(head.last_time_micros)
-            .execute(&mut **conn)
-            .await?;
+        sqlite_insert_rows(conn, records, tree).await?;
+        sqlite_move_head(conn, head, tree, None).await?;
         Ok(())
     }
 
@@ -291,27 +323,19 @@ impl ChainStore for SqlitePool {
         expected: &Head,
         records: &[Record],
         head: &Head,
+        tree: Option<&TreeUpdate>,
     ) -> Result<bool, StoreError> {
         conn.execute("BEGIN IMMEDIATE")
             .await
             .map_err(StoreError::Before)?;
-        let moved = sqlx::query(&format!(
-            "{UPDATE_HEAD} AND next_seq = $4 AND last_hash = $5"
-        ))
-        .bind(to_i64(head.next_seq))
-        .bind(&head.last_hash.0[..])
-        .bind(head.last_time_micros)
-        .bind(to_i64(expected.next_seq))
-        .bind(&expected.last_hash.0[..])
-        .execute(&mut **conn)
-        .await
-        .map_err(StoreError::Before)?
-        .rows_affected();
+        let moved = sqlite_move_head(conn, head, tree, Some(expected))
+            .await
+            .map_err(StoreError::Before)?;
         if moved == 0 {
             conn.execute("ROLLBACK").await.map_err(StoreError::Before)?;
             return Ok(false);
         }
-        sqlite_insert_rows(conn, records)
+        sqlite_insert_rows(conn, records, tree)
             .await
             .map_err(StoreError::Before)?;
         conn.execute("COMMIT").await.map_err(StoreError::Commit)?;
@@ -323,10 +347,51 @@ impl ChainStore for SqlitePool {
     }
 }
 
+/// Moves the head (and the tree with it, if given); with `expected`, only from there.
+/// Returns the rows changed: 0 when the guard did not hold.
+async fn sqlite_move_head(
+    conn: &mut PoolConnection<Sqlite>,
+    head: &Head,
+    tree: Option<&TreeUpdate>,
+    expected: Option<&Head>,
+) -> Result<u64, sqlx::Error> {
+    let mut q = QueryBuilder::<Sqlite>::new("UPDATE ledger_head SET next_seq = ");
+    q.push_bind(to_i64(head.next_seq))
+        .push(", last_hash = ")
+        .push_bind(&head.last_hash.0[..])
+        .push(", last_time_us = ")
+        .push_bind(head.last_time_micros);
+    if let Some(tree) = tree {
+        q.push(", tree_size = ")
+            .push_bind(to_i64(tree.frontier.size()))
+            .push(", tree_frontier = ")
+            .push_bind(tree.frontier.to_bytes());
+    }
+    q.push(" WHERE id = 1");
+    if let Some(expected) = expected {
+        q.push(" AND next_seq = ")
+            .push_bind(to_i64(expected.next_seq))
+            .push(" AND last_hash = ")
+            .push_bind(&expected.last_hash.0[..]);
+    }
+    Ok(q.build().execute(&mut **conn).await?.rows_affected())
+}
+
 async fn sqlite_insert_rows(
     conn: &mut PoolConnection<Sqlite>,
     records: &[Record],
+    tree: Option<&TreeUpdate>,
 ) -> Result<(), sqlx::Error> {
+    let tiles = tree.map(|t| t.tiles.as_slice()).unwrap_or_default();
+    for chunk in tiles.chunks(SQLITE_ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO merkle_hashes (level, idx, hash) ");
+        q.push_values(chunk, |mut b, t| {
+            b.push_bind(i64::from(t.level))
+                .push_bind(to_i64(t.index))
+                .push_bind(&t.hash.0[..]);
+        });
+        q.build().execute(&mut **conn).await?;
+    }
     for chunk in records.chunks(SQLITE_ROWS_PER_INSERT) {
         let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO ledger_records (seq, stream, stream_seq, event_type, time_us, canonical, hash) ",

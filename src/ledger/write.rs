@@ -13,10 +13,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::chain::{self, Head};
-use super::store::{ChainStore, StoreError};
+use super::store::{ChainStore, StoreError, TreeUpdate};
 use super::{AppendBatch, AppendError, Appended, NewEvent};
 use crate::db::Db;
-use crate::record::StreamId;
+use crate::merkle::Frontier;
+use crate::record::{Record, StreamId};
 
 /// Where a fault may be injected into a group, for tests of what a failed append leaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +42,9 @@ pub struct LedgerOptions {
     pub clock: Clock,
     /// Called at each [`Stage`]; an error aborts the group. Tests only.
     pub hook: Option<Hook>,
+    /// Keep the Merkle tree with the chain. Off only for the append benchmark's
+    /// baseline: a ledger written without it has no tree to prove anything from.
+    pub tree: bool,
 }
 
 impl Default for LedgerOptions {
@@ -50,6 +54,7 @@ impl Default for LedgerOptions {
             queue: 8192,
             clock: Arc::new(|| chrono::Utc::now().timestamp_micros()),
             hook: None,
+            tree: true,
         }
     }
 }
@@ -136,11 +141,11 @@ impl Ledger {
     }
 }
 
-/// What this writer knows of the chain: the head its own last commit left, and stream
-/// positions as of that head. While the database's head is still that one, no other
-/// process has appended since, so both are exact and a group can take the fast path.
+/// What this writer knows of the chain: the head and tree edge its own last commit left,
+/// and stream positions as of that head. While the database's head is still that one, no
+/// other process has appended since, so all are exact and a group can take the fast path.
 struct View {
-    head: Option<Head>,
+    head: Option<(Head, Frontier)>,
     streams: HashMap<StreamId, u64>,
 }
 
@@ -177,12 +182,12 @@ impl View {
         (known, unknown)
     }
 
-    fn committed(&mut self, head: Head, streams: HashMap<StreamId, u64>) {
+    fn committed(&mut self, head: Head, tree: Frontier, streams: HashMap<StreamId, u64>) {
         if self.streams.len() + streams.len() > Self::MAX_STREAMS {
             self.streams.clear();
         }
         self.streams.extend(streams);
-        self.head = Some(head);
+        self.head = Some((head, tree));
     }
 
     fn forget(&mut self) {
@@ -323,7 +328,7 @@ async fn commit_group<S: ChainStore>(
     let t0 = std::time::Instant::now();
 
     // Fast path: build on the head this writer last committed, in one guarded write.
-    if let Some(expected) = view.head {
+    if let Some((expected, tree)) = view.head.take() {
         let (mut streams, unknown) = view.lookup(jobs);
         if !unknown.is_empty() {
             // Read outside the lock: valid if the guarded write below finds the head
@@ -338,14 +343,28 @@ async fn commit_group<S: ChainStore>(
                     .await
                     .map_err(GroupError::Before)?;
             }
-            let appended = S::append_if_head(conn, &expected, &sealed.records, &sealed.head)
-                .await
-                .map_err(|e| match e {
-                    StoreError::Before(e) => GroupError::Before(e.to_string()),
-                    StoreError::Commit(e) => GroupError::Commit(e.to_string()),
-                })?;
+            let tree = grow(tree, &sealed.records, options.tree);
+            let appended = S::append_if_head(
+                conn,
+                &expected,
+                &sealed.records,
+                &sealed.head,
+                options.tree.then_some(&tree),
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::Before(e) => GroupError::Before(e.to_string()),
+                StoreError::Commit(e) => GroupError::Commit(e.to_string()),
+            })?;
             if appended {
-                return Ok(committed(sealed, view, "fast", jobs.len(), t0));
+                return Ok(committed(
+                    sealed,
+                    tree.frontier,
+                    view,
+                    "fast",
+                    jobs.len(),
+                    t0,
+                ));
             }
         }
         // Another writer moved the head: what this one knew is stale.
@@ -353,16 +372,30 @@ async fn commit_group<S: ChainStore>(
     }
 
     // Locked path: take the chain-head lock, read head and positions under it.
-    let head: Head = S::begin_and_lock(conn).await.map_err(before)?;
+    let (head, tree) = S::begin_and_lock(conn).await.map_err(before)?;
+    if options.tree && tree.size() != head.next_seq {
+        return Err(GroupError::Before(format!(
+            "the Merkle tree covers {} of {} records: run `vidne migrate` to build it",
+            tree.size(),
+            head.next_seq
+        )));
+    }
     // The view is empty here (never used, or just forgotten), so every stream of the
     // group is looked up under the lock.
     let (_, unknown) = view.lookup(jobs);
     let streams = S::stream_heads(conn, &unknown).await.map_err(before)?;
     let sealed = chain::seal(head, streams, &batches, (options.clock)());
+    let tree = grow(tree, &sealed.records, options.tree);
     if !sealed.records.is_empty() {
-        S::insert(conn, &head, &sealed.records, &sealed.head)
-            .await
-            .map_err(before)?;
+        S::insert(
+            conn,
+            &head,
+            &sealed.records,
+            &sealed.head,
+            options.tree.then_some(&tree),
+        )
+        .await
+        .map_err(before)?;
     }
     if let Some(hook) = &options.hook {
         hook(Stage::BeforeCommit)
@@ -372,12 +405,31 @@ async fn commit_group<S: ChainStore>(
     S::commit(conn)
         .await
         .map_err(|e| GroupError::Commit(e.to_string()))?;
-    Ok(committed(sealed, view, "locked", jobs.len(), t0))
+    Ok(committed(
+        sealed,
+        tree.frontier,
+        view,
+        "locked",
+        jobs.len(),
+        t0,
+    ))
+}
+
+/// The tree after `records`: its new right edge and the tile hashes they complete.
+fn grow(mut frontier: Frontier, records: &[Record], enabled: bool) -> TreeUpdate {
+    let mut tiles = Vec::new();
+    if enabled {
+        for r in records {
+            frontier.push(r.hash(), &mut tiles);
+        }
+    }
+    TreeUpdate { frontier, tiles }
 }
 
 /// After a group's commit: remember the new head and positions, and tell the callers.
 fn committed(
     sealed: chain::Sealed,
+    tree: Frontier,
     view: &mut View,
     path: &'static str,
     callers: usize,
@@ -391,6 +443,6 @@ fn committed(
         total_us = started.elapsed().as_micros() as u64,
         "group committed"
     );
-    view.committed(sealed.head, sealed.streams);
+    view.committed(sealed.head, tree, sealed.streams);
     (sealed.outcomes, n)
 }

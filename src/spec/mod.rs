@@ -7,3 +7,6 @@ pub mod time;
 
 /// Largest integer a record may hold (SPEC section 1): 2^53 - 1.
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+#[cfg(test)]
+pub(crate) mod vectors;

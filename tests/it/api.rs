@@ -79,16 +79,25 @@ async fn openapi_document_and_swagger_ui() {
     ];
     let reads = [
         "/v1/log/records/{seq}",
+        "/v1/log/checkpoint",
+        "/v1/log/checkpoints/{tree_size}",
+        "/v1/log/key",
+        "/v1/log/proof/inclusion",
+        "/v1/log/proof/consistency",
         "/v1/transactions/{transaction_id}/token",
         "/.well-known/jwks.json",
     ];
     let paths = doc["paths"].as_object().unwrap();
+    // Plus `POST /v1/log/checkpoints`, which takes no body.
     assert_eq!(
         paths.len(),
-        routes.len() + reads.len(),
+        routes.len() + reads.len() + 1,
         "{:?}",
         paths.keys()
     );
+    let sign = &doc["paths"]["/v1/log/checkpoints"]["post"];
+    assert_eq!(sign["security"][0]["bearer"], json!([]));
+    assert!(sign["responses"]["409"].is_object());
     for path in reads {
         let op = &doc["paths"][path]["get"];
         assert!(op["responses"]["200"].is_object(), "{path}");

@@ -295,6 +295,8 @@ async fn concurrent_appenders_on_two_pools_form_one_chain(backend: Backend) {
         one.stats().groups + two.stats().groups < total,
         "appends were grouped"
     );
+    // The Merkle tree moved with the chain under the same lock, from both writers.
+    crate::log::assert_tree_matches(&reader).await;
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -394,6 +396,8 @@ async fn error_before_commit_leaves_no_trace(backend: Backend) {
     let ack = doomed(ledger.clone()).await.unwrap();
     assert_eq!(ack[0].seq, expected);
     assert_eq!(verified(&reader).await, expected + 1);
+    // The failed groups left no tile hash or tree edge behind either.
+    crate::log::assert_tree_matches(&reader).await;
 }
 
 async fn guard_triggers_refuse_update_and_delete(backend: Backend) {

@@ -963,6 +963,9 @@ async fn cpr_pepper_is_required_or_kept_next_to_the_sqlite_file() {
         signing_keys: None,
         issuer: "https://broker.test".into(),
         origin: "vidne.test/ledger".into(),
+        checkpoint_key: Some(db.checkpoint_key()),
+        checkpoints: Default::default(),
+        public_log: false,
     };
     let pg = TestDb::new(Backend::Postgres).await;
     let err = vidne::http::Application::build(config(&pg))

@@ -37,7 +37,7 @@ pub struct TestDb {
     pub url: DatabaseUrl,
     pg_name: Option<String>,
     /// The SQLite file's directory, and the signing keys' (both backends).
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 impl TestDb {
@@ -74,6 +74,11 @@ impl TestDb {
     /// first start).
     pub fn key_dir(&self) -> PathBuf {
         self.dir.path().join("signing-keys")
+    }
+
+    /// The checkpoint key file of a service on this database (made by its first start).
+    pub fn checkpoint_key(&self) -> PathBuf {
+        self.dir.path().join("checkpoint-key")
     }
 
     pub fn url_string(&self) -> String {
@@ -207,7 +212,15 @@ pub const TEST_PEPPER: &[u8] = b"vidne-test-pepper-0123456789abcdef";
 
 /// The service on `db`, on a free port: its base URL and a handle that stops it.
 pub async fn spawn_app(db: &TestDb) -> (String, actix_web::dev::ServerHandle) {
-    let app = vidne::http::Application::build(vidne::http::ServeConfig {
+    spawn_app_with(db, |_| {}).await
+}
+
+/// [`spawn_app`] with its configuration changed by `tweak` first.
+pub async fn spawn_app_with(
+    db: &TestDb,
+    tweak: impl FnOnce(&mut vidne::http::ServeConfig),
+) -> (String, actix_web::dev::ServerHandle) {
+    let mut config = vidne::http::ServeConfig {
         database: db.url.clone(),
         listen: "127.0.0.1:0".into(),
         read_connections: 2,
@@ -216,9 +229,12 @@ pub async fn spawn_app(db: &TestDb) -> (String, actix_web::dev::ServerHandle) {
         signing_keys: Some(db.key_dir()),
         issuer: TEST_ISSUER.into(),
         origin: TEST_ORIGIN.into(),
-    })
-    .await
-    .unwrap();
+        checkpoint_key: Some(db.checkpoint_key()),
+        checkpoints: Default::default(),
+        public_log: false,
+    };
+    tweak(&mut config);
+    let app = vidne::http::Application::build(config).await.unwrap();
     let url = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());

@@ -9,6 +9,7 @@ mod bench;
 mod broker;
 mod fixture;
 mod interop;
+mod log;
 mod sealed;
 mod service;
 mod simulate;
