@@ -1,7 +1,9 @@
 //! Interoperability: tokens sealed here are verified and decrypted by an independent JOSE
 //! implementation (`tests/interop/jose_check.py`, Python with only the `cryptography`
-//! package), and tokens it signs are accepted by Vidne's verifier. Without python3 and
-//! `cryptography` these tests fail: they never skip.
+//! package), and tokens it signs are accepted by Vidne's verifier. The verifiable log,
+//! served by a running service, is mirrored and checked by an independent C2SP
+//! tlog-tiles client (`tests/interop/tlog_check.py`, written from the C2SP specs and
+//! RFC 6962 alone). Without python3 and `cryptography` these tests fail: they never skip.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,17 +14,36 @@ use josekit::jwk::alg::ec::EcCurve;
 use serde_json::{Map, Value};
 use vidne::token::{self, Alg, RecipientKey, SigningKeys, TOKEN_TYPE};
 
+use crate::api::cli_key;
+use crate::both_backends;
+use crate::helpers::{event, fill, spawn_app, Backend, TestDb, TEST_ORIGIN};
 use crate::token::{claims, write};
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/jose_check.py")
+both_backends!(python_mirrors_and_checks_the_tlog);
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop")
+        .join(name)
 }
 
-/// Runs the Python checker with `args`, `input` on stdin: (exit code, stdout, stderr).
+/// Runs the Python JOSE checker with `args`, `input` on stdin: (exit code, stdout,
+/// stderr).
 pub fn python(args: &[&str], input: &str) -> (i32, String, String) {
+    run_python("jose_check.py", args, &[], input)
+}
+
+/// Runs `tests/interop/<name>` with `args` and `env`, `input` on stdin.
+fn run_python(
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: &str,
+) -> (i32, String, String) {
     let mut child = Command::new("python3")
-        .arg(script())
+        .arg(script(name))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -194,4 +215,181 @@ fn our_verifier_accepts_tokens_python_signs() {
         let err = token::verify(out.trim(), &k.keys.jwks(), None).unwrap_err();
         assert_eq!(err.check(), "typ");
     }
+}
+
+/// Runs `tlog_check.py` on the log at `base` with the verifier key `vkey`, reading it
+/// with `bearer` (passed in the environment, not the command line): (exit code, the
+/// summary if it printed one, stderr).
+fn tlog_check(base: &str, bearer: &str, vkey: &str, more: &[&str]) -> (i32, Value, String) {
+    let args = [&["--vkey", vkey][..], more, &[base]].concat();
+    let (code, out, err) = run_python("tlog_check.py", &args, &[("TLOG_BEARER", bearer)], "");
+    let summary = if code == 0 {
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("summary {out:?}: {e}"))
+    } else {
+        Value::Null
+    };
+    (code, summary, err)
+}
+
+/// `n` more records, from `seq` `from` on, appended 100 at a time on streams of their
+/// own.
+async fn append_more(ledger: &vidne::ledger::Ledger, from: u64, n: u64) {
+    let seqs: Vec<u64> = (from..from + n).collect();
+    for batch in seqs.chunks(100) {
+        let events = batch
+            .iter()
+            .map(|seq| event(&format!("session:more{seq}"), 1))
+            .collect();
+        ledger.append(events).await.unwrap();
+    }
+}
+
+async fn sign_checkpoint(http: &reqwest::Client, base: &str, admin: &str) -> String {
+    let r = http
+        .post(format!("{base}/v1/log/checkpoints"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+/// The (tree size, base64 root) lines of a checkpoint.
+fn size_and_root(note: &str) -> (u64, String) {
+    let lines: Vec<&str> = note.lines().collect();
+    assert_eq!(lines[0], TEST_ORIGIN);
+    (lines[1].parse().unwrap(), lines[2].to_owned())
+}
+
+/// Stores `canonical` and `hash` as record `seq`'s, as someone with write access to the
+/// database could: the guard triggers are dropped.
+async fn tamper(db: &TestDb, backend: Backend, seq: u64, canonical: &[u8], hash: &[u8]) {
+    let (canonical, hash) = (hex::encode(canonical), hex::encode(hash));
+    db.exec(&match backend {
+        Backend::Postgres => format!(
+            "ALTER TABLE ledger_records DISABLE TRIGGER USER; \
+             UPDATE ledger_records SET canonical = decode('{canonical}', 'hex'), \
+             hash = decode('{hash}', 'hex') WHERE seq = {seq}"
+        ),
+        Backend::Sqlite => format!(
+            "DROP TRIGGER IF EXISTS ledger_records_no_update; \
+             UPDATE ledger_records SET canonical = X'{canonical}', hash = X'{hash}' \
+             WHERE seq = {seq}"
+        ),
+    })
+    .await;
+}
+
+/// A log of two full level-0 tiles, a partial one and a partial level-1 tile (600
+/// records), then of 900: the independent client mirrors it from the service, checks
+/// every tile, entry and the signed checkpoints, and sees that it only grew. It refuses
+/// another key's verifier key, checkpoints of a fork or of a larger log, and a record
+/// changed in the database.
+async fn python_mirrors_and_checks_the_tlog(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (base, handle) = spawn_app(&db).await;
+    let http = reqwest::Client::new();
+    let admin = cli_key(&db, "admin");
+    let auditor = cli_key(&db, "auditor");
+    let (ledger, reader) = db.ledger().await;
+    fill(&ledger, 600).await;
+    let cp600 = sign_checkpoint(&http, &base, &admin).await;
+    let (size, root600) = size_and_root(&cp600);
+    assert_eq!(size, 600);
+    let vkey = http
+        .get(format!("{base}/v1/log/key"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let vkey = vkey.trim();
+
+    // When the independent client mirrors and checks the log of 600 records
+    let (code, summary, err) = tlog_check(&base, &auditor, vkey, &[]);
+    // Then every check holds, on tiles 0/000, 0/001, 0/002.p/88 and 1/000.p/2
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary["ok"], true);
+    assert_eq!(summary["origin"], TEST_ORIGIN);
+    assert_eq!(summary["tree_size"], 600);
+    assert_eq!(summary["root"], root600.as_str());
+    assert_eq!(summary["tiles"], 4);
+    assert_eq!(summary["bundles"], 3);
+    assert_eq!(summary["entries"], 600);
+
+    // When the log grows to 900 and the client checks it against the 600 checkpoint
+    append_more(&ledger, 600, 300).await;
+    let cp900 = sign_checkpoint(&http, &base, &admin).await;
+    let (size, root900) = size_and_root(&cp900);
+    assert_eq!(size, 900);
+    let dir = db.dir.path();
+    let old = write(dir, "cp600", &cp600);
+    let (code, summary, err) = tlog_check(
+        &base,
+        &auditor,
+        vkey,
+        &["--old-checkpoint", old.to_str().unwrap()],
+    );
+    // Then the log only grew
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary["tree_size"], 900);
+    assert_eq!(summary["root"], root900.as_str());
+    assert_eq!(summary["old_tree_size"], 600);
+    assert_eq!(summary["tiles"], 5, "0/000..002, 0/003.p/132, 1/000.p/3");
+    assert_eq!(summary["entries"], 900);
+
+    // A verifier key of another key (same origin) verifies no signature
+    let stranger = vidne::checkpoint::LogKey::new(
+        TEST_ORIGIN,
+        ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng),
+    )
+    .unwrap();
+    let (code, _, err) = tlog_check(&base, &auditor, &stranger.verifier_key(), &[]);
+    assert_eq!(code, 1, "another key's verifier key was accepted: {err}");
+    assert!(err.contains("signature"), "{err}");
+
+    // Checkpoints the log's own key signed that this log does not extend: a fork at
+    // 600, and a larger tree than the log serves
+    let key = vidne::checkpoint::LogKey::load_or_create(&db.checkpoint_key(), TEST_ORIGIN).unwrap();
+    assert_eq!(key.verifier_key(), vkey);
+    let other_root = vidne::spec::hash::Hash32([7; 32]);
+    for (name, note, reason) in [
+        ("fork", key.sign_checkpoint(600, &other_root), "fork"),
+        ("larger", key.sign_checkpoint(901, &other_root), "shrank"),
+    ] {
+        let path = write(dir, name, &note);
+        let (code, _, err) = tlog_check(
+            &base,
+            &auditor,
+            vkey,
+            &["--old-checkpoint", path.to_str().unwrap()],
+        );
+        assert_eq!(code, 1, "{name}: {err}");
+        assert!(err.contains(reason), "{name}: {err}");
+    }
+
+    // A record changed in the database no longer hashes to its level-0 tile hash; with
+    // its level-0 hash changed too, the level-1 tile above gives it away
+    ledger.close().await;
+    let row = reader.get(700).await.unwrap().unwrap();
+    let text = String::from_utf8(row.canonical).unwrap();
+    assert!(text.contains("mitid"), "{text}");
+    let forged = text.replace("mitid", "mitiD").into_bytes();
+    tamper(&db, backend, 700, &forged, &row.hash).await;
+    let (code, _, err) = tlog_check(&base, &auditor, vkey, &[]);
+    assert_eq!(code, 1, "a changed record was accepted: {err}");
+    assert!(
+        err.contains("entry 700") && err.contains("level-0"),
+        "{err}"
+    );
+    let rehashed = vidne::spec::hash::record_hash(&forged);
+    tamper(&db, backend, 700, &forged, &rehashed.0).await;
+    let (code, _, err) = tlog_check(&base, &auditor, vkey, &[]);
+    assert_eq!(code, 1, "a changed record and hash were accepted: {err}");
+    assert!(err.contains("level 1 tile 0 hash 2"), "{err}");
+
+    handle.stop(true).await;
 }
