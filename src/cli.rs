@@ -155,6 +155,12 @@ pub enum Command {
         /// Print the result as one JSON object on stdout.
         #[arg(long)]
         json: bool,
+        /// The log's verifier key (or a file holding it): also check that the latest
+        /// stored checkpoint is signed by it and that the records' Merkle tree has the
+        /// root it signs. A ledger rewritten in the database, chain and all, fails this
+        /// without the checkpoint key. Needs --from 0.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// API keys and token signing keys.
     #[command(subcommand)]
@@ -412,7 +418,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             from,
             to,
             json,
-        } => run_verify(&database.url, from, to, json).await,
+            key,
+        } => run_verify(&database.url, from, to, json, key.as_deref()).await,
         Command::Keys(KeysCommand::Create {
             database,
             role,
@@ -514,15 +521,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// The latest stored checkpoint, its signature checked with `key` (the verifier key or
+/// a file holding it) by the independent verifier. The inner error says why it fails.
+async fn signed_tree(
+    reader: &Reader,
+    key: &str,
+) -> anyhow::Result<Result<verify::SignedTree, String>> {
+    use crate::logverify::note;
+    let text = match std::fs::read_to_string(key) {
+        Ok(text) => text,
+        Err(_) => key.to_owned(),
+    };
+    let key = note::VerifierKey::parse(text.trim()).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+    let Some(latest) = reader.latest_checkpoint_note().await? else {
+        return Ok(Err("the ledger holds no signed checkpoint to check".into()));
+    };
+    Ok(note::verify_checkpoint(&latest, &key)
+        .map(|c| verify::SignedTree {
+            tree_size: c.tree_size,
+            root: c.root,
+        })
+        .map_err(|e| format!("the latest stored checkpoint: {e}")))
+}
+
 async fn run_verify(
     url: &DatabaseUrl,
     from: u64,
     to: Option<u64>,
     json: bool,
+    key: Option<&str>,
 ) -> anyhow::Result<u8> {
     // Opens without migrating: verifying must not change the database it checks.
     let db = db::Db::connect(url, "vidne-verify", 2).await?;
     let reader = Reader::new(db.clone());
+    let checkpoint = match key {
+        None => None,
+        Some(_) if from > 0 => {
+            anyhow::bail!("--key checks the tree from the first record: use --from 0")
+        }
+        Some(key) => match signed_tree(&reader, key).await? {
+            Ok(signed) => Some(signed),
+            Err(reason) => {
+                db.close().await;
+                if json {
+                    println!("{}", serde_json::json!({"ok": false, "reason": reason}));
+                } else {
+                    eprintln!("FAILED: {reason}");
+                }
+                return Ok(1);
+            }
+        },
+    };
     let total = match to {
         Some(t) => t.saturating_sub(from) + 1,
         None => reader.head().await?.next_seq.saturating_sub(from),
@@ -540,6 +589,7 @@ async fn run_verify(
     let options = verify::Options {
         from,
         to,
+        checkpoint,
         ..verify::Options::default()
     };
     let started = Instant::now();

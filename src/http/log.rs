@@ -11,7 +11,7 @@ use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::http::header::{CacheControl, CacheDirective};
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use actix_web::{middleware, web, FromRequest, HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -36,7 +36,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/log/proof/inclusion", web::get().to(inclusion))
         .route("/v1/log/proof/consistency", web::get().to(consistency))
         .route("/checkpoint", web::get().to(checkpoint))
-        .route("/tile/{path:.*}", web::get().to(tile));
+        // Tiles and entry bundles are gzipped for clients that ask (tlog-tiles: entry
+        // bundles SHOULD be compressed at the HTTP layer).
+        .service(
+            web::scope("/tile")
+                .wrap(middleware::Compress::default())
+                .route("/{path:.*}", web::get().to(tile)),
+        );
 }
 
 /// Auditors and SPs read the log.

@@ -45,6 +45,12 @@ impl Reader {
         &self.db
     }
 
+    /// The signed note of the latest stored checkpoint, as stored (not checked here).
+    pub async fn latest_checkpoint_note(&self) -> Result<Option<String>, sqlx::Error> {
+        let sql = "SELECT note FROM log_checkpoints ORDER BY tree_size DESC LIMIT 1";
+        crate::on_pool!(&self.db, p => sqlx::query_scalar(sql).fetch_optional(p).await)
+    }
+
     /// What `ledger_head` says: the next `seq` and the last record's hash and time.
     pub async fn head(&self) -> Result<Head, sqlx::Error> {
         let sql = "SELECT next_seq, last_hash, last_time_us FROM ledger_head WHERE id = 1";

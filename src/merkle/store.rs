@@ -67,19 +67,27 @@ impl DbTiles {
     /// Up to `end - start` stored hashes of `level` from `start`, fewer where the tree
     /// ends: what a tile or a partial tile holds.
     pub async fn read(&self, level: u32, start: u64, end: u64) -> Result<Vec<Hash32>, sqlx::Error> {
+        // The LIMIT keeps PostgreSQL's generic plan of these prepared statements on the
+        // primary key: without it, on a large table, it plans a parallel bitmap scan and
+        // a sort for every tile (seen at 10 million records: ~80 ms instead of ~1 ms).
+        let limit = to_i64(end.saturating_sub(start));
         let rows: Vec<Vec<u8>> = if level == 0 {
-            let sql = "SELECT hash FROM ledger_records WHERE seq >= $1 AND seq < $2 ORDER BY seq";
+            let sql = "SELECT hash FROM ledger_records WHERE seq >= $1 AND seq < $2 \
+                       ORDER BY seq LIMIT $3";
             crate::on_pool!(&self.db, p => sqlx::query_scalar(sql)
                 .bind(to_i64(start))
                 .bind(to_i64(end))
+                .bind(limit)
                 .fetch_all(p)
                 .await)?
         } else {
-            let sql = "SELECT hash FROM merkle_hashes WHERE level = $1 AND idx >= $2 AND idx < $3 ORDER BY idx";
+            let sql = "SELECT hash FROM merkle_hashes WHERE level = $1 AND idx >= $2 AND idx < $3 \
+                       ORDER BY idx LIMIT $4";
             crate::on_pool!(&self.db, p => sqlx::query_scalar(sql)
                 .bind(i16::try_from(level).unwrap_or(i16::MAX))
                 .bind(to_i64(start))
                 .bind(to_i64(end))
+                .bind(limit)
                 .fetch_all(p)
                 .await)?
         };
@@ -124,10 +132,11 @@ pub async fn build_missing(db: &Db) -> Result<u64, sqlx::Error> {
         while frontier.size() < next {
             let from = frontier.size();
             let hashes: Vec<Vec<u8>> = sqlx::query_scalar(
-                "SELECT hash FROM ledger_records WHERE seq >= $1 AND seq < $2 ORDER BY seq",
+                "SELECT hash FROM ledger_records WHERE seq >= $1 AND seq < $2 ORDER BY seq LIMIT $3",
             )
             .bind(to_i64(from))
             .bind(to_i64(next.min(from + CHUNK)))
+            .bind(to_i64(CHUNK))
             .fetch_all(&mut *conn)
             .await?;
             if hashes.is_empty() {

@@ -41,6 +41,9 @@ pub struct Options {
     /// Most rows read per query. Fewer are read while records are large, so that one
     /// chunk stays within a few MiB whatever the records hold.
     pub chunk: u32,
+    /// A checkpoint whose signature the caller has checked: the first `tree_size`
+    /// records must have this Merkle root (SPEC section 4). Checked only from seq 0.
+    pub checkpoint: Option<SignedTree>,
 }
 
 impl Default for Options {
@@ -49,6 +52,53 @@ impl Default for Options {
             from: 0,
             to: None,
             chunk: 10_000,
+            checkpoint: None,
+        }
+    }
+}
+
+/// What a verified checkpoint says: the tree of `tree_size` records has `root`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignedTree {
+    pub tree_size: u64,
+    pub root: Hash32,
+}
+
+/// The RFC 9162 root of the records seen so far, kept as one hash per set bit of their
+/// count (written here from the RFC, not shared with the writer's tree).
+#[derive(Clone, Debug, Default)]
+struct TreeEdge {
+    size: u64,
+    stack: Vec<Hash32>,
+}
+
+impl TreeEdge {
+    fn interior(left: &Hash32, right: &Hash32) -> Hash32 {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update([0x01]);
+        h.update(left.0);
+        h.update(right.0);
+        Hash32(h.finalize().into())
+    }
+
+    fn push(&mut self, leaf: Hash32) {
+        let mut hash = leaf;
+        let mut size = self.size;
+        while size & 1 == 1 {
+            let left = self.stack.pop().unwrap_or(Hash32::ZERO);
+            hash = Self::interior(&left, &hash);
+            size >>= 1;
+        }
+        self.stack.push(hash);
+        self.size += 1;
+    }
+
+    fn root(&self) -> Hash32 {
+        let mut rest = self.stack.iter().rev();
+        match rest.next() {
+            None => Hash32(<sha2::Sha256 as sha2::Digest>::digest([]).into()),
+            Some(last) => rest.fold(*last, |acc, left| Self::interior(left, &acc)),
         }
     }
 }
@@ -631,6 +681,8 @@ pub struct Checker {
     records: u64,
     failed: Option<Failure>,
     scratch: Scratch,
+    /// The checkpoint to hold the records to, and the tree of those seen so far.
+    tree: Option<(SignedTree, TreeEdge)>,
 }
 
 impl Checker {
@@ -645,6 +697,15 @@ impl Checker {
             records: 0,
             failed: None,
             scratch: Scratch::default(),
+            tree: None,
+        }
+    }
+
+    /// Holds the records to `checkpoint`: once its `tree_size` records are checked, their
+    /// Merkle root must be its root. Only a checker from seq 0 sees every leaf.
+    pub fn expect_tree(&mut self, checkpoint: SignedTree) {
+        if self.from == 0 {
+            self.tree = Some((checkpoint, TreeEdge::default()));
         }
     }
 
@@ -720,11 +781,41 @@ impl Checker {
         if let Some(reason) = facts.columns {
             return Err(Failure::new(seq, reason));
         }
+        if let Some((signed, edge)) = self.tree.as_mut().filter(|(c, e)| e.size < c.tree_size) {
+            edge.push(facts.hash);
+            if edge.size == signed.tree_size && edge.root() != signed.root {
+                return Err(Failure::new(
+                    seq,
+                    format!(
+                        "the Merkle root of records 0..={seq} is {}, but the signed checkpoint \
+                         of {} records says {}",
+                        edge.root(),
+                        signed.tree_size,
+                        signed.root
+                    ),
+                ));
+            }
+        }
         self.next = seq + 1;
         self.prev = facts.hash;
         self.prev_time = facts.time_micros;
         self.records += 1;
         Ok(())
+    }
+
+    /// A signed checkpoint that covers more records than were checked.
+    fn tree_short(&self) -> Result<(), Failure> {
+        match &self.tree {
+            Some((signed, edge)) if edge.size < signed.tree_size => Err(Failure::new(
+                self.next,
+                format!(
+                    "missing record: the signed checkpoint covers {} records, the ledger \
+                     has {}",
+                    signed.tree_size, edge.size
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// After the last row when verifying to the end: the chain must end exactly where
@@ -733,6 +824,7 @@ impl Checker {
         if let Some(f) = &self.failed {
             return Err(f.clone());
         }
+        self.tree_short()?;
         if head.next_seq > self.next {
             return Err(Failure::new(
                 self.next,
@@ -819,6 +911,9 @@ pub async fn verify(
             Checker::new(from, record_hash(&row.canonical), anchor_time(&row))
         }
     };
+    if let Some(checkpoint) = options.checkpoint {
+        checker.expect_tree(checkpoint);
+    }
     let last = options.to.unwrap_or(MAX_SAFE_INTEGER);
     check_range(reader, &mut checker, last, options.chunk, progress).await?;
     match options.to {
@@ -1915,6 +2010,7 @@ mod tests {
                 from: 100,
                 to: Some(499),
                 chunk: 64,
+                checkpoint: None,
             };
             let report = verify_with(&reader, &options).await.0.unwrap();
             assert_eq!(
@@ -1938,6 +2034,7 @@ mod tests {
                 from: 0,
                 to: Some(1300),
                 chunk: 500,
+                checkpoint: None,
             };
             assert_eq!(
                 failure(verify_with(&reader, &options).await.0),

@@ -24,6 +24,7 @@ both_backends!(
     tiles_serve_the_tlog_layout,
     a_changed_tree_is_not_signed,
     an_older_ledger_gets_its_tree_on_migrate,
+    verify_holds_the_records_to_the_signed_checkpoint,
 );
 
 /// RFC 9162 section 2.1.1, as written, over leaf hashes.
@@ -575,4 +576,64 @@ async fn origin_and_checkpoint_key_never_change() {
     let running = tokio::spawn(app.run_until_stopped());
     handle.stop(true).await;
     running.await.unwrap().unwrap();
+}
+
+/// `vidne verify --key` holds the records to the latest stored checkpoint: a ledger whose
+/// records are not the ones the key signed (here: another ledger of the same size, with
+/// a genuine checkpoint copied in, as a rewrite that re-chained everything would look)
+/// fails, naming the root; so does one shorter than its checkpoint.
+async fn verify_holds_the_records_to_the_signed_checkpoint(backend: Backend) {
+    let signed = TestDb::new(backend).await;
+    let (base, handle) = spawn_app(&signed).await;
+    let http = Client::new();
+    let admin = cli_key(&signed, "admin");
+    let auditor = cli_key(&signed, "auditor");
+    let (ledger, _) = signed.ledger().await;
+    fill(&ledger, 300).await;
+    ledger.close().await;
+    let note = sign_now(&http, &base, &admin).await;
+    let vkey =
+        String::from_utf8(get_ok(&http, &format!("{base}/v1/log/key"), &auditor).await).unwrap();
+    handle.stop(true).await;
+    let url = signed.url_string();
+    let (code, out, err) = vidne(&["verify", "--database", &url, "--key", vkey.trim()]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    for (records, expected) in [
+        (300, "Merkle root of records 0..=299"),
+        (200, "covers 300 records"),
+    ] {
+        let other = TestDb::new(backend).await;
+        let (ledger, _) = other.ledger().await;
+        for i in 0..records {
+            ledger
+                .append(vec![crate::helpers::event(&format!("session:other{i}"), 1)])
+                .await
+                .unwrap();
+        }
+        ledger.close().await;
+        let (_, root) = body_of(&note);
+        let root = match backend {
+            Backend::Postgres => format!("decode('{}', 'hex')", root.to_hex()),
+            Backend::Sqlite => format!("X'{}'", root.to_hex()),
+        };
+        other
+            .exec(&format!(
+                "INSERT INTO log_checkpoints (tree_size, root, note, created_us) \
+                 VALUES (300, {root}, '{note}', 0)"
+            ))
+            .await;
+        let (code, out, err) = vidne(&[
+            "verify",
+            "--database",
+            &other.url_string(),
+            "--key",
+            vkey.trim(),
+        ]);
+        assert_eq!(code, 1, "{records} records: {out}{err}");
+        assert!(
+            out.contains(expected) || err.contains(expected),
+            "{out}{err}"
+        );
+    }
 }
