@@ -190,6 +190,18 @@ pub async fn fill(ledger: &Ledger, n: u64) {
     }
 }
 
+/// Appends `n` records on streams `session:<prefix><i>` of their own, 100 per append.
+pub async fn append_more(ledger: &Ledger, prefix: &str, n: u64) {
+    let all: Vec<u64> = (0..n).collect();
+    for batch in all.chunks(100) {
+        let events = batch
+            .iter()
+            .map(|i| event(&format!("session:{prefix}{i}"), 1))
+            .collect();
+        ledger.append(events).await.unwrap();
+    }
+}
+
 /// Terminates every server process of `application_name` on the test's database, as a
 /// restart or an administrator would.
 pub async fn kill_backends(pool: &sqlx::PgPool, application_name: &str) {

@@ -16,7 +16,7 @@ use vidne::token::{self, Alg, RecipientKey, SigningKeys, TOKEN_TYPE};
 
 use crate::api::cli_key;
 use crate::both_backends;
-use crate::helpers::{event, fill, spawn_app, Backend, TestDb, TEST_ORIGIN};
+use crate::helpers::{append_more, fill, spawn_app, Backend, TestDb, TEST_ORIGIN};
 use crate::token::{claims, write};
 
 both_backends!(python_mirrors_and_checks_the_tlog);
@@ -231,30 +231,6 @@ fn tlog_check(base: &str, bearer: &str, vkey: &str, more: &[&str]) -> (i32, Valu
     (code, summary, err)
 }
 
-/// `n` more records, from `seq` `from` on, appended 100 at a time on streams of their
-/// own.
-async fn append_more(ledger: &vidne::ledger::Ledger, from: u64, n: u64) {
-    let seqs: Vec<u64> = (from..from + n).collect();
-    for batch in seqs.chunks(100) {
-        let events = batch
-            .iter()
-            .map(|seq| event(&format!("session:more{seq}"), 1))
-            .collect();
-        ledger.append(events).await.unwrap();
-    }
-}
-
-async fn sign_checkpoint(http: &reqwest::Client, base: &str, admin: &str) -> String {
-    let r = http
-        .post(format!("{base}/v1/log/checkpoints"))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.text().await.unwrap()
-}
-
 /// The (tree size, base64 root) lines of a checkpoint.
 fn size_and_root(note: &str) -> (u64, String) {
     let lines: Vec<&str> = note.lines().collect();
@@ -294,7 +270,7 @@ async fn python_mirrors_and_checks_the_tlog(backend: Backend) {
     let auditor = cli_key(&db, "auditor");
     let (ledger, reader) = db.ledger().await;
     fill(&ledger, 600).await;
-    let cp600 = sign_checkpoint(&http, &base, &admin).await;
+    let cp600 = crate::log::sign_now(&http, &base, &admin).await;
     let (size, root600) = size_and_root(&cp600);
     assert_eq!(size, 600);
     let vkey = http
@@ -321,8 +297,8 @@ async fn python_mirrors_and_checks_the_tlog(backend: Backend) {
     assert_eq!(summary["entries"], 600);
 
     // When the log grows to 900 and the client checks it against the 600 checkpoint
-    append_more(&ledger, 600, 300).await;
-    let cp900 = sign_checkpoint(&http, &base, &admin).await;
+    append_more(&ledger, "more", 300).await;
+    let cp900 = crate::log::sign_now(&http, &base, &admin).await;
     let (size, root900) = size_and_root(&cp900);
     assert_eq!(size, 900);
     let dir = db.dir.path();

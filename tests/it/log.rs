@@ -17,7 +17,9 @@ use vidne::spec::hash::{record_hash, Hash32};
 
 use crate::api::cli_key;
 use crate::both_backends;
-use crate::helpers::{fill, spawn_app, spawn_app_with, vidne, Backend, TestDb, TEST_ORIGIN};
+use crate::helpers::{
+    append_more, fill, spawn_app, spawn_app_with, vidne, Backend, TestDb, TEST_ORIGIN,
+};
 
 both_backends!(
     proofs_and_checkpoints_verify_offline,
@@ -96,7 +98,7 @@ async fn get_ok(http: &Client, url: &str, key: &str) -> Vec<u8> {
     body
 }
 
-async fn sign_now(http: &Client, base: &str, admin: &str) -> String {
+pub async fn sign_now(http: &Client, base: &str, admin: &str) -> String {
     let r = http
         .post(format!("{base}/v1/log/checkpoints"))
         .bearer_auth(admin)
@@ -191,12 +193,7 @@ async fn proofs_and_checkpoints_verify_offline(backend: Backend) {
     assert_eq!(proof["tree_size"], 300);
 
     // The log grows; the next checkpoint is consistent with the first.
-    for i in 0..200 {
-        ledger
-            .append(vec![crate::helpers::event(&format!("session:more{i}"), 1)])
-            .await
-            .unwrap();
-    }
+    append_more(&ledger, "more", 200).await;
     let note500 = sign_now(&http, &base, &admin).await;
     assert_eq!(body_of(&note500).0, 500);
     let cp500 = write(d, "cp500", &note500);
@@ -395,12 +392,7 @@ async fn a_changed_tree_is_not_signed(backend: Backend) {
             .await
         }
     }
-    for i in 0..100 {
-        ledger
-            .append(vec![crate::helpers::event(&format!("session:late{i}"), 1)])
-            .await
-            .unwrap();
-    }
+    append_more(&ledger, "late", 100).await;
     let r = http
         .post(format!("{base}/v1/log/checkpoints"))
         .bearer_auth(&admin)
@@ -442,12 +434,7 @@ async fn an_older_ledger_gets_its_tree_on_migrate(backend: Backend) {
     db.pool(1).await.close().await;
     assert_tree_matches(&reader).await;
     let (ledger, _) = db.ledger().await;
-    for i in 0..70 {
-        ledger
-            .append(vec![crate::helpers::event(&format!("session:after{i}"), 1)])
-            .await
-            .unwrap();
-    }
+    append_more(&ledger, "after", 70).await;
     ledger.close().await;
     assert_tree_matches(&reader).await;
 }
@@ -605,12 +592,7 @@ async fn verify_holds_the_records_to_the_signed_checkpoint(backend: Backend) {
     ] {
         let other = TestDb::new(backend).await;
         let (ledger, _) = other.ledger().await;
-        for i in 0..records {
-            ledger
-                .append(vec![crate::helpers::event(&format!("session:other{i}"), 1)])
-                .await
-                .unwrap();
-        }
+        append_more(&ledger, "other", records).await;
         ledger.close().await;
         let (_, root) = body_of(&note);
         let root = match backend {
