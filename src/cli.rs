@@ -604,8 +604,19 @@ async fn run_verify(
                 let mut v = serde_json::to_value(&report)?;
                 v["ok"] = true.into();
                 v["seconds"] = serde_json::json!((secs * 1000.0).round() / 1000.0);
+                if let Some(c) = checkpoint {
+                    v["checkpoint"] =
+                        serde_json::json!({"tree_size": c.tree_size, "root": c.root.to_hex()});
+                }
                 println!("{v}");
             } else {
+                if let Some(c) = checkpoint {
+                    println!(
+                        "ok: the latest checkpoint ({} records, root {}) verifies with the key \
+                         and signs these records' Merkle tree",
+                        c.tree_size, c.root
+                    );
+                }
                 match report.to {
                     Some(last) => println!(
                         "ok: {} records verified (seq {}..={}), last hash {}, {:.0} records/s",

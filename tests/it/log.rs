@@ -585,6 +585,10 @@ async fn verify_holds_the_records_to_the_signed_checkpoint(backend: Backend) {
     let url = signed.url_string();
     let (code, out, err) = vidne(&["verify", "--database", &url, "--key", vkey.trim()]);
     assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("(300 records, root") && out.contains("signs these records' Merkle tree"),
+        "{out}"
+    );
 
     for (records, expected) in [
         (300, "Merkle root of records 0..=299"),
