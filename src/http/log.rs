@@ -21,7 +21,7 @@ use super::{ApiError, AppState};
 use crate::auth::{Principal, Role};
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::merkle::tile_path::{TileKind, TilePath};
-use crate::merkle::{ProofError, TILE_WIDTH};
+use crate::merkle::{proof, ProofError, TILE_WIDTH};
 use crate::spec::hash::Hash32;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -334,7 +334,8 @@ pub async fn inclusion(
             format!("must be below tree_size ({size})"),
         ));
     }
-    let proof = state.log.checkpoints.tiles().inclusion(seq, size).await?;
+    // `tree_size` checked the size against the tree already: straight to the proof.
+    let proof = proof::inclusion(state.log.checkpoints.tiles(), seq, size).await?;
     Ok(HttpResponse::Ok().json(InclusionProof {
         seq,
         tree_size: size,
@@ -369,7 +370,7 @@ pub async fn consistency(
     if from > to {
         return Err(field_error("from", format!("must not be above to ({to})")));
     }
-    let proof = state.log.checkpoints.tiles().consistency(from, to).await?;
+    let proof = proof::consistency(state.log.checkpoints.tiles(), from, to).await?;
     Ok(HttpResponse::Ok().json(ConsistencyProof {
         from,
         to,

@@ -112,6 +112,13 @@ impl TileSource for DbTiles {
 /// Returns the leaves added; 0 when the tree already covers the chain.
 pub async fn build_missing(db: &Db) -> Result<u64, sqlx::Error> {
     const CHUNK: u64 = 10_000;
+    // Every start and command opens the database through here: look before locking.
+    let sql = "SELECT next_seq, tree_size FROM ledger_head WHERE id = 1";
+    let (next, size): (i64, i64) =
+        crate::on_pool!(db, p => sqlx::query_as(sql).fetch_one(p).await)?;
+    if size >= next {
+        return Ok(0);
+    }
     let postgres = matches!(db, Db::Postgres(_));
     crate::on_pool!(db, pool => {
         // A transaction guard: rolled back if anything below fails.

@@ -11,7 +11,7 @@ use base64::Engine;
 use reqwest::Client;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use vidne::ledger::{LedgerOptions, Reader};
+use vidne::ledger::{Ledger, LedgerOptions, Reader};
 use vidne::merkle::store::DbTiles;
 use vidne::spec::hash::{record_hash, Hash32};
 
@@ -83,6 +83,38 @@ pub async fn assert_tree_matches(reader: &Reader) {
     );
 }
 
+/// A service on a fresh database that holds `records` records, with an admin and an
+/// auditor key, and a writer of the test's own.
+struct Running {
+    db: TestDb,
+    base: String,
+    handle: actix_web::dev::ServerHandle,
+    http: Client,
+    admin: String,
+    auditor: String,
+    ledger: Ledger,
+    reader: Reader,
+}
+
+async fn running(backend: Backend, records: u64) -> Running {
+    let db = TestDb::new(backend).await;
+    let (base, handle) = spawn_app(&db).await;
+    let admin = cli_key(&db, "admin");
+    let auditor = cli_key(&db, "auditor");
+    let (ledger, reader) = db.ledger().await;
+    fill(&ledger, records).await;
+    Running {
+        db,
+        base,
+        handle,
+        http: Client::new(),
+        admin,
+        auditor,
+        ledger,
+        reader,
+    }
+}
+
 async fn get(http: &Client, url: &str, key: Option<&str>) -> (u16, Vec<u8>) {
     let mut req = http.get(url);
     if let Some(k) = key {
@@ -132,14 +164,17 @@ fn verify(args: &[&str]) -> (i32, String) {
 }
 
 async fn proofs_and_checkpoints_verify_offline(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let (base, handle) = spawn_app(&db).await;
-    let http = Client::new();
-    let admin = cli_key(&db, "admin");
-    let auditor = cli_key(&db, "auditor");
+    let Running {
+        db,
+        base,
+        handle,
+        http,
+        admin,
+        auditor,
+        ledger,
+        reader,
+    } = running(backend, 300).await;
     let sp = cli_key(&db, "sp:sp-acme");
-    let (ledger, reader) = db.ledger().await;
-    fill(&ledger, 300).await;
 
     let note = sign_now(&http, &base, &admin).await;
     let (size, root) = body_of(&note);
@@ -306,13 +341,17 @@ async fn proofs_and_checkpoints_verify_offline(backend: Backend) {
 }
 
 async fn tiles_serve_the_tlog_layout(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let (base, handle) = spawn_app(&db).await;
-    let http = Client::new();
-    let admin = cli_key(&db, "admin");
-    let auditor = cli_key(&db, "auditor");
-    let (ledger, reader) = db.ledger().await;
-    fill(&ledger, 300).await;
+    // `db` is kept: dropping it drops the database.
+    let Running {
+        db: _db,
+        base,
+        handle,
+        http,
+        admin,
+        auditor,
+        ledger,
+        reader,
+    } = running(backend, 300).await;
     let note = sign_now(&http, &base, &admin).await;
     assert_eq!(
         get_ok(&http, &format!("{base}/checkpoint"), &auditor).await,
@@ -367,13 +406,16 @@ async fn tiles_serve_the_tlog_layout(backend: Backend) {
 /// tree hash changed under it (here a level-1 tile hash, which no record check would
 /// see) stops the signing, and nothing is stored.
 async fn a_changed_tree_is_not_signed(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let (base, handle) = spawn_app(&db).await;
-    let http = Client::new();
-    let admin = cli_key(&db, "admin");
-    let auditor = cli_key(&db, "auditor");
-    let (ledger, _) = db.ledger().await;
-    fill(&ledger, 300).await;
+    let Running {
+        db,
+        base,
+        handle,
+        http,
+        admin,
+        auditor,
+        ledger,
+        ..
+    } = running(backend, 300).await;
     assert_eq!(body_of(&sign_now(&http, &base, &admin).await).0, 300);
     match backend {
         Backend::Postgres => {
@@ -570,13 +612,16 @@ async fn origin_and_checkpoint_key_never_change() {
 /// a genuine checkpoint copied in, as a rewrite that re-chained everything would look)
 /// fails, naming the root; so does one shorter than its checkpoint.
 async fn verify_holds_the_records_to_the_signed_checkpoint(backend: Backend) {
-    let signed = TestDb::new(backend).await;
-    let (base, handle) = spawn_app(&signed).await;
-    let http = Client::new();
-    let admin = cli_key(&signed, "admin");
-    let auditor = cli_key(&signed, "auditor");
-    let (ledger, _) = signed.ledger().await;
-    fill(&ledger, 300).await;
+    let Running {
+        db: signed,
+        base,
+        handle,
+        http,
+        admin,
+        auditor,
+        ledger,
+        ..
+    } = running(backend, 300).await;
     ledger.close().await;
     let note = sign_now(&http, &base, &admin).await;
     let vkey =
