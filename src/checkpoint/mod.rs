@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::db::Db;
 use crate::logverify;
 use crate::merkle::store::DbTiles;
-use crate::merkle::ProofError;
+use crate::merkle::{proof, ProofError};
 use crate::spec::hash::Hash32;
 
 pub use key::LogKey;
@@ -175,7 +175,7 @@ impl Checkpointer {
             if let Some(last) = last.as_ref().filter(|l| l.tree_size >= size) {
                 return Ok(last.clone());
             }
-            let root = self.tiles.root(size).await?;
+            let root = proof::root(&self.tiles, size).await?;
             if let Some(last) = &last {
                 self.check_extends(last, size, &root).await?;
             }
@@ -204,7 +204,7 @@ impl Checkpointer {
         root: &Hash32,
     ) -> Result<(), CheckpointError> {
         self.check_stored(last)?;
-        let proof = self.tiles.consistency(last.tree_size, size).await?;
+        let proof = proof::consistency(&self.tiles, last.tree_size, size).await?;
         logverify::proof::verify_consistency(last.tree_size, size, last.root, *root, &proof)
             .map_err(|e| {
                 tracing::error!(last = last.tree_size, size, reason = %e,

@@ -3,7 +3,7 @@
 
 use sqlx::{QueryBuilder, Row};
 
-use super::proof::{self, ProofError, TileSource};
+use super::proof::{ProofError, TileSource};
 use super::{Frontier, TileHash};
 use crate::db::Db;
 use crate::spec::hash::Hash32;
@@ -29,39 +29,12 @@ impl DbTiles {
     }
 
     /// Leaves the stored tree holds: every record committed so far (the writer moves
-    /// `tree_size` with the chain head).
+    /// `tree_size` with the chain head). Roots and proofs (`merkle::proof`) are asked
+    /// for sizes up to this; callers check that once, with the size they read.
     pub async fn size(&self) -> Result<u64, sqlx::Error> {
         let sql = "SELECT tree_size FROM ledger_head WHERE id = 1";
         let size: i64 = crate::on_pool!(&self.db, p => sqlx::query_scalar(sql).fetch_one(p).await)?;
         Ok(size.max(0) as u64)
-    }
-
-    /// The root of the tree of `size` leaves.
-    pub async fn root(&self, size: u64) -> Result<Hash32, ProofError> {
-        self.within(size).await?;
-        proof::root(self, size).await
-    }
-
-    /// The inclusion proof of leaf `index` in the tree of `size` leaves.
-    pub async fn inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash32>, ProofError> {
-        self.within(size).await?;
-        proof::inclusion(self, index, size).await
-    }
-
-    /// The consistency proof from the tree of `old` leaves to that of `new`.
-    pub async fn consistency(&self, old: u64, new: u64) -> Result<Vec<Hash32>, ProofError> {
-        self.within(new).await?;
-        proof::consistency(self, old, new).await
-    }
-
-    async fn within(&self, size: u64) -> Result<(), ProofError> {
-        let have = self.size().await.map_err(storage)?;
-        if size > have {
-            return Err(ProofError::OutOfRange(format!(
-                "tree size {size} is beyond the log's {have} records"
-            )));
-        }
-        Ok(())
     }
 
     /// Up to `end - start` stored hashes of `level` from `start`, fewer where the tree

@@ -38,36 +38,6 @@ impl TilePath {
             width,
         })
     }
-
-    /// The path after `tile/`, as the spec writes it.
-    pub fn to_path(&self) -> String {
-        let mut elements: Vec<String> = Vec::new();
-        let mut n = self.index;
-        loop {
-            elements.push(format!("{:03}", n % 1000));
-            n /= 1000;
-            if n == 0 {
-                break;
-            }
-        }
-        elements.reverse();
-        let last = elements.len() - 1;
-        let index: Vec<String> = elements
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| if i < last { format!("x{e}") } else { e })
-            .collect();
-        let kind = match self.kind {
-            TileKind::Hashes(level) => level.to_string(),
-            TileKind::Entries => "entries".to_owned(),
-        };
-        let partial = if self.width < TILE_WIDTH {
-            format!(".p/{}", self.width)
-        } else {
-            String::new()
-        };
-        format!("{kind}/{}{partial}", index.join("/"))
-    }
 }
 
 fn plain_decimal(s: &str) -> Option<u64> {
@@ -122,6 +92,36 @@ fn parse_index(s: &str) -> Result<u64, String> {
 mod tests {
     use super::*;
 
+    /// The path after `tile/`, as the spec writes it (the parser's inverse).
+    fn to_path(t: &TilePath) -> String {
+        let mut elements: Vec<String> = Vec::new();
+        let mut n = t.index;
+        loop {
+            elements.push(format!("{:03}", n % 1000));
+            n /= 1000;
+            if n == 0 {
+                break;
+            }
+        }
+        elements.reverse();
+        let last = elements.len() - 1;
+        let index: Vec<String> = elements
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| if i < last { format!("x{e}") } else { e })
+            .collect();
+        let kind = match t.kind {
+            TileKind::Hashes(level) => level.to_string(),
+            TileKind::Entries => "entries".to_owned(),
+        };
+        let partial = if t.width < TILE_WIDTH {
+            format!(".p/{}", t.width)
+        } else {
+            String::new()
+        };
+        format!("{kind}/{}{partial}", index.join("/"))
+    }
+
     #[test]
     fn parses_the_spec_examples_and_round_trips() {
         let t = TilePath::parse("0/x001/x234/067").unwrap();
@@ -133,19 +133,19 @@ mod tests {
                 width: 256
             }
         );
-        assert_eq!(t.to_path(), "0/x001/x234/067");
+        assert_eq!(to_path(&t), "0/x001/x234/067");
         let p = TilePath::parse("entries/000.p/17").unwrap();
         assert_eq!((p.kind, p.index, p.width), (TileKind::Entries, 0, 17));
-        assert_eq!(p.to_path(), "entries/000.p/17");
+        assert_eq!(to_path(&p), "entries/000.p/17");
         let l2 = TilePath::parse("2/001.p/1").unwrap();
-        assert_eq!(l2.to_path(), "2/001.p/1");
+        assert_eq!(to_path(&l2), "2/001.p/1");
         for n in [0u64, 999, 1000, 1_000_000, 123_456_789] {
             let t = TilePath {
                 kind: TileKind::Hashes(1),
                 index: n,
                 width: 5,
             };
-            assert_eq!(TilePath::parse(&t.to_path()).unwrap(), t);
+            assert_eq!(TilePath::parse(&to_path(&t)).unwrap(), t);
         }
     }
 
