@@ -17,6 +17,7 @@
 //! match of a session) is an `Ok` with a refusal event; [`LedgerEvent::refusal`] tells the
 //! edge to answer it with that 4xx error. `docs/events.md` lists every event.
 
+pub mod audit;
 pub mod client;
 pub mod codes;
 mod error;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
+use crate::domain::audit::{AuditEvent, Queried};
 use crate::domain::client::{ClientEvent, ClientRegistered};
 use crate::domain::maintenance::{MaintenanceEvent, WindowCancelled, WindowRecorded};
 use crate::domain::session::*;
@@ -40,6 +41,7 @@ fn all_types() -> BTreeSet<(&'static str, u32)> {
         TransferEvent::TYPES,
         ClientEvent::TYPES,
         MaintenanceEvent::TYPES,
+        AuditEvent::TYPES,
     ]
     .concat()
     .into_iter()
@@ -345,6 +347,33 @@ fn examples() -> Vec<Example> {
             note: "Rolled back".into(),
             at,
         })),
+        example(AuditEvent::Queried(Queried {
+            role: "auditor".into(),
+            client_id: None,
+            filter: json!({"client_id": "sp-acme", "cpr_ref": cpr_ref(), "from_seq": 3})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            cursor: None,
+            limit: 100,
+            proofs: true,
+            returned: 2,
+            first_seq: Some(3),
+            last_seq: Some(9),
+            at,
+        })),
+        example(AuditEvent::Queried(Queried {
+            role: "sp:sp-acme".into(),
+            client_id: Some(id("sp-acme")),
+            filter: serde_json::Map::new(),
+            cursor: Some(10),
+            limit: 1,
+            proofs: false,
+            returned: 0,
+            first_seq: None,
+            last_seq: None,
+            at,
+        })),
     ];
     // A MitID login that reported `mitid.psd2`.
     let mitid = login(
@@ -465,6 +494,18 @@ fn the_schemas_refuse_what_the_seeds_rule_out() {
     let any = |_: &Value| true;
     let idp = |name: &'static str| move |d: &Value| d["idp"] == name;
     let cases: Vec<(&str, Value, &str, Value)> = vec![
+        (
+            "audit.queried",
+            find("audit.queried", &any),
+            "filter",
+            json!({"cpr": "0707614286"}),
+        ),
+        (
+            "audit.queried",
+            find("audit.queried", &any),
+            "filter",
+            json!({"cpr_ref": "0707614286"}),
+        ),
         (
             "session.transaction_started",
             find("session.transaction_started", &any),

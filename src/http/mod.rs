@@ -1,6 +1,7 @@
 //! The actix-web service. [`Application::build`] connects, migrates, starts the ledger
 //! writer and binds its own listener, so tests start it on port 0 and read the port back.
 
+mod audit;
 mod auth;
 mod broker;
 mod clients;
@@ -15,6 +16,7 @@ pub mod pepper;
 pub mod registry;
 mod sessions;
 mod tokens;
+mod trace;
 mod transfers;
 
 use std::net::TcpListener;
@@ -27,6 +29,7 @@ use actix_web::{middleware, web, App, HttpServer};
 use tracing_actix_web::TracingLogger;
 
 use crate::app::Commands;
+use crate::audit::AuditLog;
 use crate::auth::store::KeyStore;
 use crate::checkpoint::{self, Checkpointer, LogKey};
 use crate::db::{self, DatabaseUrl, Db};
@@ -35,7 +38,7 @@ use crate::domain::token::TokenContext;
 use crate::domain::values::{Pepper, Timestamp};
 use crate::idempotency::IdempotencyStore;
 use crate::ledger::{Ledger, LedgerOptions, Reader};
-use crate::projection::TokenProjection;
+use crate::projection::{AuditIndex, TokenProjection};
 use crate::token::{self, JwksCache, KeySealer, SigningKeys};
 
 pub use error::ApiError;
@@ -98,6 +101,8 @@ pub struct AppState {
     /// Clients' JWKS documents, for those registered with a JWKS URL.
     pub jwks: Arc<JwksCache>,
     pub log: LogState,
+    /// Auditors' queries over the audit index.
+    pub audit: AuditLog,
 }
 
 impl AppState {
@@ -118,6 +123,7 @@ pub struct Application {
     ledger: Ledger,
     follower: tokio::task::JoinHandle<()>,
     checkpointer: tokio::task::JoinHandle<()>,
+    indexer: tokio::task::JoinHandle<()>,
     pools: Vec<Db>,
 }
 
@@ -193,7 +199,12 @@ impl Application {
             reader.clone(),
             sealer.clone(),
         ));
+        // The audit index has a writer connection of its own too.
+        let index_db = Db::connect(&config.database, "vidne-audit-index", 1).await?;
+        let index = AuditIndex::new(index_db.clone(), reader.clone());
+        let indexer = tokio::spawn(index.clone().follow());
         let state = AppState {
+            audit: AuditLog::new(read_db.clone(), index),
             tokens,
             sealer,
             jwks: Arc::new(JwksCache::default()),
@@ -220,7 +231,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(middleware::from_fn(idempotency::idempotency))
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<trace::PathOnly>::new())
                 .app_data(web::Data::new(state.clone()))
                 .app_data(
                     web::JsonConfig::default()
@@ -236,6 +247,7 @@ impl Application {
                 .configure(transfers::routes)
                 .configure(maintenance::routes)
                 .configure(log::routes)
+                .configure(audit::routes)
                 .configure(tokens::routes)
                 .configure(openapi::routes)
                 .default_service(web::to(error::not_found))
@@ -248,7 +260,8 @@ impl Application {
             ledger,
             follower,
             checkpointer,
-            pools: vec![read_db, write_db, projection_db],
+            indexer,
+            pools: vec![read_db, write_db, projection_db, index_db],
         })
     }
 
@@ -262,6 +275,7 @@ impl Application {
         let result = self.server.await;
         self.follower.abort();
         self.checkpointer.abort();
+        self.indexer.abort();
         self.ledger.close().await;
         for pool in &self.pools {
             pool.close().await;

@@ -44,6 +44,7 @@ use utoipa_swagger_ui::SwaggerUi;
         super::log::verifier_key,
         super::log::inclusion,
         super::log::consistency,
+        super::audit::records,
         super::tokens::jwks,
         super::tokens::token,
     ),

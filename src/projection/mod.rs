@@ -3,6 +3,8 @@
 //! database transaction as its view, so a crash loses nothing and applies nothing twice;
 //! after a restart it catches up from there, and a rebuild starts again from `seq` 0.
 
+pub mod audit;
 pub mod tokens;
 
+pub use audit::AuditIndex;
 pub use tokens::{SealedToken, Sealer, StoredToken, TokenProjection};

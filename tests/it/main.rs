@@ -5,6 +5,7 @@ mod helpers;
 
 mod api;
 mod append;
+mod audit;
 mod bench;
 mod broker;
 mod fixture;

@@ -1,0 +1,162 @@
+//! Auditors' history queries over the audit index (`projection::audit`): records matching
+//! an [`AuditFilter`], a page at a time, in `seq` order.
+//!
+//! Time bounds become `seq` bounds first: the ledger's record times never go back
+//! (`chain::next` keeps them monotonic), so the first record at or after an instant is
+//! found by binary search on the primary key, with no index on time. Every page is
+//! bounded by the index's position: records not yet indexed are not searched, and the
+//! answer says how far the index reaches (`indexed_through`).
+
+use crate::db::Db;
+use crate::domain::audit::AuditFilter;
+use crate::domain::values::{ClientId, Timestamp};
+use crate::projection::AuditIndex;
+
+/// One record found: its place, hash and canonical bytes.
+pub struct Hit {
+    pub seq: u64,
+    pub hash: Vec<u8>,
+    pub canonical: Vec<u8>,
+}
+
+/// One page of answers.
+pub struct Page {
+    pub hits: Vec<Hit>,
+    /// The `seq` to continue from, if more records match below `end`.
+    pub next: Option<u64>,
+    /// Records below this `seq` were searched (the index's position, or the filter's end).
+    pub indexed_through: u64,
+}
+
+/// What a search asks: the filter, the client every record must be attributed to (an
+/// SP's own), where to start, and how many.
+pub struct Search<'a> {
+    pub filter: &'a AuditFilter,
+    pub client: Option<&'a ClientId>,
+    pub cursor: Option<u64>,
+    pub limit: u32,
+}
+
+#[derive(Clone)]
+pub struct AuditLog {
+    db: Db,
+    index: AuditIndex,
+}
+
+impl AuditLog {
+    pub fn new(db: Db, index: AuditIndex) -> AuditLog {
+        AuditLog { db, index }
+    }
+
+    pub fn index(&self) -> &AuditIndex {
+        &self.index
+    }
+
+    /// The `[start, end)` range of `seq`s a filter covers, within the index.
+    pub async fn bounds(&self, filter: &AuditFilter) -> anyhow::Result<(u64, u64)> {
+        let indexed = self.index.position().await?;
+        let mut start = filter.from_seq.unwrap_or(0);
+        let mut end = filter
+            .to_seq
+            .map_or(indexed, |to| to.saturating_add(1).min(indexed));
+        if let Some(t) = filter.from_time {
+            start = start.max(self.first_at(t, indexed).await?);
+        }
+        if let Some(t) = filter.to_time {
+            end = end.min(self.first_at(t, indexed).await?);
+        }
+        Ok((start, end.max(start)))
+    }
+
+    /// The first `seq` below `end` whose record time is at or after `t` (`end` if none).
+    async fn first_at(&self, t: Timestamp, end: u64) -> anyhow::Result<u64> {
+        let (mut lo, mut hi) = (0u64, end);
+        let sql = "SELECT time_us FROM ledger_records WHERE seq = $1";
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let time: Option<i64> = crate::on_pool!(&self.db, p =>
+                sqlx::query_scalar(sql).bind(i64::try_from(mid)?).fetch_optional(p).await?);
+            let time = time.ok_or_else(|| anyhow::anyhow!("ledger gap at seq {mid}"))?;
+            if time < t.micros() {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// One page of the records `search` asks for.
+    pub async fn search(&self, search: &Search<'_>) -> anyhow::Result<Page> {
+        let (start, end) = self.bounds(search.filter).await?;
+        let start = search.cursor.map_or(start, |c| c.max(start));
+        let mut hits = self.matching(search, start, end, search.limit + 1).await?;
+        let next = if hits.len() > search.limit as usize {
+            hits.pop().map(|h| h.seq)
+        } else {
+            None
+        };
+        Ok(Page {
+            hits,
+            next,
+            indexed_through: end,
+        })
+    }
+
+    /// Up to `limit` matching records with `start <= seq < end`, in `seq` order.
+    pub async fn matching(
+        &self,
+        search: &Search<'_>,
+        start: u64,
+        end: u64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<Hit>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let f = search.filter;
+        let client = search
+            .client
+            .or(f.client_id.as_ref())
+            .map(|c| c.to_string());
+        let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = crate::on_pool!(&self.db, p => {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT r.seq, r.hash, r.canonical FROM audit_index a \
+                 JOIN ledger_records r ON r.seq = a.seq",
+            );
+            if let Some(c) = &client {
+                q.push(" JOIN audit_clients c ON c.seq = a.seq AND c.client_id = ")
+                    .push_bind(c.clone());
+            }
+            q.push(" WHERE a.seq >= ")
+                .push_bind(i64::try_from(start)?)
+                .push(" AND a.seq < ")
+                .push_bind(i64::try_from(end)?);
+            if let Some(s) = &f.stream {
+                q.push(" AND r.stream = ").push_bind(s.to_string());
+            }
+            let columns = [
+                ("a.event_type", f.event_type.as_ref().map(|t| t.as_str().to_owned())),
+                ("a.idp", f.idp.map(|i| i.as_str().to_owned())),
+                ("a.transaction_id", f.transaction_id.as_ref().map(|t| t.to_string())),
+                ("a.subject_key", f.subject.as_ref().map(|s| s.as_str().to_owned())),
+                ("a.cpr_ref", f.cpr_ref.as_ref().map(|c| c.as_str().to_owned())),
+            ];
+            for (column, value) in columns {
+                if let Some(v) = value {
+                    q.push(format_args!(" AND {column} = ")).push_bind(v);
+                }
+            }
+            q.push(" ORDER BY a.seq LIMIT ").push_bind(i64::from(limit));
+            q.build_query_as().fetch_all(p).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(seq, hash, canonical)| Hit {
+                seq: seq.max(0) as u64,
+                hash,
+                canonical,
+            })
+            .collect())
+    }
+}

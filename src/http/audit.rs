@@ -1,0 +1,283 @@
+//! `GET /v1/audit/records`: auditors' history queries (an SP key sees only its own
+//! records). Every query that is answered is first recorded as `audit.queried`, and
+//! answered only once that record is durable: no answer leaves Vidne unaudited.
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpResponse};
+use rand_core::{OsRng, RngCore};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::auth::require;
+use super::openapi::ErrorBody;
+use super::{ApiError, AppState};
+use crate::audit::{Hit, Search};
+use crate::auth::{Principal, Role};
+use crate::domain::audit::{AuditEvent, AuditFilter, Queried, FILTER_PARAMS};
+use crate::domain::LedgerEvent;
+use crate::ledger::NewEvent;
+use crate::merkle::proof;
+use crate::record::{Event, StreamId};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/audit/records", web::get().to(records));
+}
+
+/// Records per page unless `limit` says otherwise, and the most it may say.
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+/// With proofs, each record costs a few tile reads: pages are smaller.
+const MAX_LIMIT_WITH_PROOFS: u32 = 100;
+
+/// Who may query, and whose records they see: an auditor everyone's, an SP its own.
+pub fn audit_scope(
+    principal: &Principal,
+) -> Result<Option<crate::domain::values::ClientId>, ApiError> {
+    require(principal, |r| matches!(r, Role::Auditor | Role::Sp(_)))?;
+    Ok(match &principal.role {
+        Role::Sp(client) => Some(client.clone()),
+        _ => None,
+    })
+}
+
+/// The filter of a request's parameters; an SP may not name another SP's client.
+pub fn filter_of(
+    state: &AppState,
+    params: &BTreeMap<String, String>,
+    scope: Option<&crate::domain::values::ClientId>,
+) -> Result<AuditFilter, ApiError> {
+    let filter = AuditFilter::from_params(|k| params.get(k).cloned(), &state.sessions.pepper)?;
+    if let (Some(own), Some(asked)) = (scope, &filter.client_id) {
+        if own != asked {
+            return Err(ApiError::BadRequest {
+                code: "invalid_request",
+                description: "an SP key sees only its own client's records".into(),
+                field: Some("client_id".into()),
+            });
+        }
+    }
+    Ok(filter)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditRecord {
+    pub seq: u64,
+    /// The record hash, SHA-256(0x00 || canonical), lowercase hex.
+    pub hash: String,
+    /// The record's canonical bytes (RFC 8785 JSON), exactly as hashed.
+    pub canonical: String,
+    /// With `proof=true`: the RFC 9162 inclusion path in `checkpoint`'s tree, lowercase
+    /// hex; `null` for a record the checkpoint does not yet cover.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inclusion: Option<Option<Vec<String>>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProofCheckpoint {
+    pub tree_size: u64,
+    /// Root hash, lowercase hex.
+    pub root: String,
+    /// The signed note (SPEC section 5).
+    pub note: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    pub records: Vec<AuditRecord>,
+    /// Pass as `cursor` for the next page; absent when no more records match below
+    /// `indexed_through`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// Records below this `seq` were searched; later ones are not indexed yet.
+    pub indexed_through: u64,
+    /// With `proof=true`: the checkpoint the proofs are in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<ProofCheckpoint>,
+    /// The `seq` of this query's own `audit.queried` record.
+    pub audit_seq: u64,
+}
+
+fn field_error(field: &str, description: &str) -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_request",
+        description: description.into(),
+        field: Some(field.into()),
+    }
+}
+
+fn number(params: &BTreeMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+    params
+        .get(name)
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| field_error(name, "must be a non-negative integer"))
+        })
+        .transpose()
+}
+
+/// Records matching a filter, a page at a time, in `seq` order.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/records",
+    params(
+        ("stream" = Option<String>, Query, description = "Only this stream (`session:…`, `transfer:…`, `client:…`)"),
+        ("type" = Option<String>, Query, description = "Only this event type"),
+        ("client_id" = Option<String>, Query, description = "Only records of this SP client (a session's records belong to its transactions' clients)"),
+        ("idp" = Option<String>, Query, description = "Only records of transactions with this IdP"),
+        ("transaction_id" = Option<String>, Query, description = "Only this transaction's records"),
+        ("subject" = Option<String>, Query, description = "Only records of sessions this person (`subject_key`, `<idp>:<id>`) logged in to, from the login on, and queries for them"),
+        ("cpr" = Option<String>, Query, description = "Only records naming this CPR: the service computes its `cpr_ref`; the number is neither logged nor stored"),
+        ("cpr_ref" = Option<String>, Query, description = "Only records naming this `cpr_ref`"),
+        ("from_time" = Option<String>, Query, description = "Records at or after this RFC 3339 instant"),
+        ("to_time" = Option<String>, Query, description = "Records before this RFC 3339 instant"),
+        ("from_seq" = Option<u64>, Query, description = "Records from this `seq`"),
+        ("to_seq" = Option<u64>, Query, description = "Records up to and including this `seq`"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the page before"),
+        ("limit" = Option<u32>, Query, description = "Records per page: 1 to 1000 (100 with proofs), default 100"),
+        ("proof" = Option<bool>, Query, description = "Add each record's inclusion proof in the latest checkpoint"),
+    ),
+    responses(
+        (status = 200, description = "A page of records, oldest first", body = AuditPage),
+        (status = 400, description = "A parameter is unknown or malformed (named in `field`)", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 403, description = "Not an auditor or SP key", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn records(
+    principal: Principal,
+    state: web::Data<AppState>,
+    query: web::Query<BTreeMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let scope = audit_scope(&principal)?;
+    let params = query.into_inner();
+    const PAGE_PARAMS: &[&str] = &["cursor", "limit", "proof"];
+    if let Some(unknown) = params
+        .keys()
+        .find(|k| !FILTER_PARAMS.contains(&k.as_str()) && !PAGE_PARAMS.contains(&k.as_str()))
+    {
+        return Err(field_error(unknown, "is not a parameter of this route"));
+    }
+    let filter = filter_of(&state, &params, scope.as_ref())?;
+    let proofs = match params.get("proof").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(field_error("proof", "must be true or false")),
+    };
+    let max = if proofs {
+        MAX_LIMIT_WITH_PROOFS
+    } else {
+        MAX_LIMIT
+    };
+    let limit = match number(&params, "limit")? {
+        None => DEFAULT_LIMIT.min(max),
+        Some(n) if (1..=u64::from(max)).contains(&n) => n as u32,
+        Some(_) => {
+            return Err(field_error(
+                "limit",
+                if proofs {
+                    "must be 1 to 100 with proof=true"
+                } else {
+                    "must be 1 to 1000"
+                },
+            ))
+        }
+    };
+    let cursor = number(&params, "cursor")?;
+    let page = state
+        .audit
+        .search(&Search {
+            filter: &filter,
+            client: scope.as_ref(),
+            cursor,
+            limit,
+        })
+        .await
+        .map_err(ApiError::Internal)?;
+    let checkpoint = if proofs {
+        state.log.checkpoints.latest().await?
+    } else {
+        None
+    };
+    let mut records = Vec::with_capacity(page.hits.len());
+    for Hit {
+        seq,
+        hash,
+        canonical,
+    } in &page.hits
+    {
+        let inclusion = match (&checkpoint, proofs) {
+            (Some(c), true) if *seq < c.tree_size => Some(Some(
+                proof::inclusion(state.log.checkpoints.tiles(), *seq, c.tree_size)
+                    .await?
+                    .iter()
+                    .map(|h| h.to_hex())
+                    .collect(),
+            )),
+            (_, true) => Some(None),
+            (_, false) => None,
+        };
+        records.push(AuditRecord {
+            seq: *seq,
+            hash: hex::encode(hash),
+            canonical: String::from_utf8(canonical.clone())
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("record {seq}: {e}")))?,
+            inclusion,
+        });
+    }
+    let queried = AuditEvent::Queried(Queried {
+        role: principal.role.to_string(),
+        client_id: scope.clone(),
+        filter: match filter.to_json() {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!("to_json gives an object"),
+        },
+        cursor,
+        limit: u64::from(limit),
+        proofs,
+        returned: records.len() as u64,
+        first_seq: records.first().map(|r| r.seq),
+        last_seq: records.last().map(|r| r.seq),
+        at: state.now()?,
+    });
+    let audit_seq = record_query(&state, &principal, &queried).await?;
+    Ok(HttpResponse::Ok().json(AuditPage {
+        records,
+        next_cursor: page.next.map(|n| n.to_string()),
+        indexed_through: page.indexed_through,
+        checkpoint: checkpoint.filter(|_| proofs).map(|c| ProofCheckpoint {
+            tree_size: c.tree_size,
+            root: c.root.to_hex(),
+            note: c.note,
+        }),
+        audit_seq,
+    }))
+}
+
+/// Appends `event` on a stream of its own (`audit:<random id>`) and waits until it is
+/// durable; returns its `seq`.
+pub async fn record_query(
+    state: &AppState,
+    principal: &Principal,
+    event: &AuditEvent,
+) -> Result<u64, ApiError> {
+    let mut id = [0u8; 16];
+    OsRng.fill_bytes(&mut id);
+    let (event_type, version, data) = event.to_record_parts()?;
+    let appended = state
+        .ledger
+        .append(vec![NewEvent {
+            stream_seq: 1,
+            event: Event {
+                stream: StreamId::parse(format!("audit:{}", hex::encode(id)))?,
+                event_type,
+                version,
+                actor: principal.actor()?,
+                data,
+            },
+        }])
+        .await?;
+    state.audit.index().nudge();
+    Ok(appended[0].seq)
+}

@@ -1,0 +1,519 @@
+//! `GET /v1/audit/records` on both backends against a ledger `vidne simulate` filled:
+//! every filter answers exactly the records this test attributes itself from the raw
+//! records; pages follow the cursor; an SP key sees only its own; proofs verify with the
+//! independent verifier; every answered query is in the ledger as `audit.queried`, with
+//! the CPR only as its `cpr_ref`; bad input appends nothing; the role matrix holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use reqwest::Client;
+use serde_json::Value;
+use vidne::ledger::Reader;
+use vidne::simulate::{self, Options, Plan};
+use vidne::spec::hash::Hash32;
+
+use crate::api::cli_key;
+use crate::both_backends;
+use crate::helpers::{spawn_app, Backend, TestDb, TEST_PEPPER};
+
+both_backends!(audit_queries_answer_exactly_the_attributed_records);
+
+const SESSIONS: usize = 12;
+const SEED: u64 = 11;
+
+/// A record as the test reads it from the database.
+pub struct Raw {
+    pub seq: u64,
+    pub stream: String,
+    pub event_type: String,
+    pub time: String,
+    pub data: Value,
+    pub canonical: String,
+}
+
+pub async fn raw_records(reader: &Reader, below: u64) -> Vec<Raw> {
+    let rows = reader.range(0, below - 1, u32::MAX).await.unwrap();
+    rows.into_iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(&r.canonical).unwrap();
+            Raw {
+                seq: r.seq as u64,
+                stream: r.stream,
+                event_type: r.event_type,
+                time: v["time"].as_str().unwrap().to_owned(),
+                data: v["data"].clone(),
+                canonical: String::from_utf8(r.canonical).unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// The SP clients of each record, worked out here from the records alone: a record's own
+/// `client_id`, else its session's transaction's, else (a logout) every client its
+/// session served.
+pub fn clients_of(records: &[Raw]) -> BTreeMap<u64, BTreeSet<String>> {
+    let mut tx_client: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for r in records {
+        let s = |k: &str| r.data[k].as_str().map(str::to_owned);
+        let mut clients = BTreeSet::new();
+        let own = s("client_id").filter(|_| r.event_type != "audit.queried");
+        match (own, s("transaction_id")) {
+            (Some(c), Some(tx)) => {
+                tx_client.insert((r.stream.clone(), tx), c.clone());
+                clients.insert(c);
+            }
+            (Some(c), None) => {
+                clients.insert(c);
+            }
+            (None, Some(tx)) => {
+                clients.extend(tx_client.get(&(r.stream.clone(), tx)).cloned());
+            }
+            (None, None) if r.stream.starts_with("session:") => {
+                clients.extend(
+                    tx_client
+                        .iter()
+                        .filter(|((stream, _), _)| *stream == r.stream)
+                        .map(|(_, c)| c.clone()),
+                );
+            }
+            (None, None) => {}
+        }
+        out.insert(r.seq, clients);
+    }
+    out
+}
+
+struct Api {
+    http: Client,
+    base: String,
+}
+
+impl Api {
+    async fn get(&self, key: &str, query: &[(&str, String)]) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}/v1/audit/records", self.base))
+            .bearer_auth(key)
+            .query(query)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Every page of a query, following `next_cursor`; returns the seqs and the pages.
+    async fn all(&self, key: &str, query: &[(&str, String)], limit: u32) -> Vec<Value> {
+        let mut records = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut q = query.to_vec();
+            q.push(("limit", limit.to_string()));
+            if let Some(c) = &cursor {
+                q.push(("cursor", c.clone()));
+            }
+            let (status, page) = self.get(key, &q).await;
+            assert_eq!(status, 200, "{query:?}: {page}");
+            let got = page["records"].as_array().unwrap();
+            assert!(got.len() <= limit as usize);
+            records.extend(got.iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return records,
+            }
+        }
+    }
+}
+
+fn seqs(records: &[Value]) -> Vec<u64> {
+    records.iter().map(|r| r["seq"].as_u64().unwrap()).collect()
+}
+
+async fn audit_queries_answer_exactly_the_attributed_records(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let admin = cli_key(&db, "admin");
+    let auditor = cli_key(&db, "auditor");
+    let broker = cli_key(&db, "broker");
+    let (base, handle) = spawn_app(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let summary = simulate::run(&Options {
+        url: base.clone(),
+        admin_key: admin.clone(),
+        sessions: SESSIONS,
+        seed: SEED,
+        out: dir.path().join("sim.json"),
+        concurrency: 4,
+        progress: false,
+    })
+    .await
+    .unwrap();
+    assert_eq!(summary.failure_count, 0);
+    let reader = Reader::new(db.pool(1).await);
+    let head = reader.head().await.unwrap().next_seq;
+    let api = Api {
+        http: Client::new(),
+        base: base.clone(),
+    };
+    // Wait for the index to reach the simulated records (each poll is itself recorded).
+    let mut polls = 0;
+    loop {
+        let (status, page) = api.get(&auditor, &[("limit", "1".into())]).await;
+        assert_eq!(status, 200, "{page}");
+        polls += 1;
+        if page["indexed_through"].as_u64().unwrap() >= head {
+            break;
+        }
+        assert!(polls < 200, "the audit index did not reach {head}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let records = raw_records(&reader, head).await;
+    let clients = clients_of(&records);
+    let to = ("to_seq", (head - 1).to_string());
+    let expect = |pred: &dyn Fn(&Raw) -> bool| -> Vec<u64> {
+        records.iter().filter(|r| pred(r)).map(|r| r.seq).collect()
+    };
+
+    // Each filter, alone, paged 7 at a time.
+    let client = records
+        .iter()
+        .find(|r| r.event_type == "session.logged_out" && clients[&r.seq].len() == 1)
+        .map(|r| clients[&r.seq].iter().next().unwrap().clone())
+        .expect("a logout of a one-SP session");
+    let of_client = expect(&|r| clients[&r.seq].contains(&client));
+    assert!(of_client.len() > 10);
+    let got = api
+        .all(&auditor, &[("client_id", client.clone()), to.clone()], 7)
+        .await;
+    assert_eq!(seqs(&got), of_client, "client_id={client}");
+    for r in &got {
+        let canonical = r["canonical"].as_str().unwrap();
+        let seq = r["seq"].as_u64().unwrap();
+        assert_eq!(canonical, records[seq as usize].canonical);
+        assert_eq!(
+            r["hash"].as_str().unwrap(),
+            vidne::spec::hash::record_hash(canonical.as_bytes()).to_hex()
+        );
+    }
+
+    let tx_record = records
+        .iter()
+        .find(|r| r.event_type == "session.cpr_match_completed")
+        .expect("a CPR match");
+    let tx = tx_record.data["transaction_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    type Params<'a> = Vec<(&'a str, String)>;
+    let cases: Vec<(Params, Vec<u64>)> = vec![
+        (
+            vec![("type", "session.login_completed".into())],
+            expect(&|r| r.event_type == "session.login_completed"),
+        ),
+        (
+            vec![("stream", tx_record.stream.clone())],
+            expect(&|r| r.stream == tx_record.stream),
+        ),
+        (
+            vec![("transaction_id", tx.clone())],
+            expect(&|r| r.data["transaction_id"] == tx.as_str()),
+        ),
+        (
+            vec![("idp", "ftn".into())],
+            expect(&|r| {
+                let txs: BTreeSet<&str> = records
+                    .iter()
+                    .filter(|s| s.stream == r.stream && s.data["idp"] == "ftn")
+                    .filter_map(|s| s.data["transaction_id"].as_str())
+                    .collect();
+                r.data["idp"] == "ftn"
+                    || r.data["transaction_id"]
+                        .as_str()
+                        .is_some_and(|t| txs.contains(t))
+            }),
+        ),
+        (
+            vec![("from_seq", "20".into()), ("to_seq", "50".into())],
+            (20..=50).collect(),
+        ),
+        (
+            vec![
+                ("from_time", records[10].time.clone()),
+                ("to_time", records[60].time.clone()),
+                to.clone(),
+            ],
+            expect(&|r| r.time >= records[10].time && r.time < records[60].time),
+        ),
+        (
+            vec![
+                ("client_id", client.clone()),
+                ("type", "session.transaction_started".into()),
+                to.clone(),
+            ],
+            expect(&|r| {
+                clients[&r.seq].contains(&client) && r.event_type == "session.transaction_started"
+            }),
+        ),
+    ];
+    for (query, want) in &cases {
+        let mut q = query.clone();
+        if !q.iter().any(|(k, _)| *k == "to_seq") {
+            q.push(to.clone());
+        }
+        assert!(!want.is_empty(), "{q:?} should match something");
+        assert_eq!(seqs(&api.all(&auditor, &q, 5).await), *want, "{q:?}");
+    }
+
+    // A CPR the plan used: the service computes its cpr_ref; the records it names are
+    // found, and the query record holds the reference only.
+    let cpr = Plan::new(SEED, SESSIONS)
+        .sessions()
+        .flat_map(|s| s.steps.into_iter().filter_map(|st| st.cpr))
+        .next()
+        .expect("the plan matches a CPR");
+    let digits: String = cpr.reveal().chars().filter(char::is_ascii_digit).collect();
+    let pepper = vidne::domain::values::Pepper::new(TEST_PEPPER).unwrap();
+    let cpr_ref = pepper
+        .cpr_ref(&vidne::domain::values::Cpr::parse(&digits).unwrap())
+        .as_str()
+        .to_owned();
+    let by_cpr = api
+        .all(&auditor, &[("cpr", digits.clone()), to.clone()], 50)
+        .await;
+    assert_eq!(
+        seqs(&by_cpr),
+        expect(&|r| r.data["cpr_ref"] == cpr_ref.as_str())
+    );
+    assert!(!by_cpr.is_empty());
+
+    // Subject: the person's sessions from the login on.
+    let login = records
+        .iter()
+        .find(|r| r.event_type == "session.login_completed")
+        .unwrap();
+    let subject = login.data["subject_key"].as_str().unwrap().to_owned();
+    let by_subject = seqs(
+        &api.all(&auditor, &[("subject", subject.clone()), to.clone()], 50)
+            .await,
+    );
+    assert!(by_subject.contains(&login.seq));
+    for s in &by_subject {
+        let r = &records[*s as usize];
+        let logged_in_before = records.iter().any(|l| {
+            l.stream == r.stream && l.seq <= r.seq && l.data["subject_key"] == subject.as_str()
+        });
+        assert!(
+            logged_in_before,
+            "record {s} is not of {subject}'s sessions"
+        );
+    }
+
+    // Proofs verify against the named checkpoint with the independent verifier.
+    let signed = api
+        .http
+        .post(format!("{base}/v1/log/checkpoints"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(signed.status().is_success());
+    let (status, page) = api
+        .get(
+            &auditor,
+            &[
+                ("client_id", client.clone()),
+                ("proof", "true".into()),
+                ("limit", "20".into()),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let size = page["checkpoint"]["tree_size"].as_u64().unwrap();
+    let root: Hash32 = page["checkpoint"]["root"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let proved = page["records"].as_array().unwrap();
+    assert_eq!(proved.len(), 20);
+    for r in proved {
+        let path: Vec<Hash32> = r["inclusion"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap().parse().unwrap())
+            .collect();
+        let leaf: Hash32 = r["hash"].as_str().unwrap().parse().unwrap();
+        vidne::logverify::proof::verify_inclusion(
+            r["seq"].as_u64().unwrap(),
+            size,
+            leaf,
+            &path,
+            root,
+        )
+        .unwrap();
+    }
+
+    // An SP key sees its own records only, and may not ask for another's.
+    let sp = cli_key(&db, &format!("sp:{client}"));
+    let own = api.all(&sp, std::slice::from_ref(&to), 50).await;
+    assert_eq!(seqs(&own), of_client);
+    let other = clients
+        .values()
+        .flatten()
+        .find(|c| **c != client)
+        .unwrap()
+        .clone();
+    let (status, body) = api.get(&sp, &[("client_id", other)]).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("client_id")),
+        "{body}"
+    );
+
+    // Bad input names its field and appends nothing.
+    let before = reader.head().await.unwrap().next_seq;
+    for (q, field) in [
+        (vec![("cpr", "12345".to_string())], "cpr"),
+        (vec![("cpr_ref", "ab".into())], "cpr_ref"),
+        (vec![("limit", "0".into())], "limit"),
+        (
+            vec![("limit", "101".into()), ("proof", "true".into())],
+            "limit",
+        ),
+        (vec![("from_time", "yesterday".into())], "from_time"),
+        (
+            vec![("from_seq", "9".into()), ("to_seq", "3".into())],
+            "to_seq",
+        ),
+        (vec![("idp", "mitid_demo".into())], "idp"),
+        (vec![("type", "Login".into())], "type"),
+        (vec![("subject", "nobody".into())], "subject"),
+        (vec![("proof", "yes".into())], "proof"),
+        (vec![("colour", "blue".into())], "colour"),
+    ] {
+        let (status, body) = api.get(&auditor, &q).await;
+        assert_eq!(status, 400, "{q:?}: {body}");
+        assert_eq!(body["field"], field, "{q:?}: {body}");
+        let text = body.to_string();
+        assert!(!text.contains("12345"), "the error echoes no input: {text}");
+    }
+    // The role matrix: no key, admin and broker keys are refused.
+    assert_eq!(api.get("vk_nope", &[]).await.0, 401);
+    assert_eq!(api.get(&admin, &[]).await.0, 403);
+    assert_eq!(api.get(&broker, &[]).await.0, 403);
+    assert_eq!(
+        reader.head().await.unwrap().next_seq,
+        before,
+        "refusals append nothing"
+    );
+
+    // Every answered query is in the ledger, a CPR only as its reference.
+    let (status, page) = api.get(&auditor, &[("cpr", digits.clone())]).await;
+    assert_eq!(status, 200);
+    let audit_seq = page["audit_seq"].as_u64().unwrap();
+    let after = reader.head().await.unwrap().next_seq;
+    let all = raw_records(&reader, after).await;
+    let queried = &all[audit_seq as usize];
+    assert_eq!(queried.event_type, "audit.queried");
+    assert_eq!(queried.data["filter"]["cpr_ref"], cpr_ref.as_str());
+    assert_eq!(queried.data["role"], "auditor");
+    let recorded = all
+        .iter()
+        .filter(|r| r.event_type == "audit.queried")
+        .count();
+    assert!(
+        recorded > 20,
+        "each answered query left a record ({recorded})"
+    );
+    for r in &all {
+        assert!(
+            !r.canonical.contains(&digits),
+            "record {} holds the CPR",
+            r.seq
+        );
+    }
+    let sp_queries: Vec<_> = all
+        .iter()
+        .filter(|r| r.event_type == "audit.queried" && r.data["role"] == format!("sp:{client}"))
+        .collect();
+    assert!(!sp_queries.is_empty());
+    assert!(sp_queries
+        .iter()
+        .all(|r| r.data["client_id"] == client.as_str()));
+
+    reader.db().close().await;
+    handle.stop(true).await;
+}
+
+/// `vidne serve` logging at `debug` (every request's span, the database's statements)
+/// never writes a CPR number asked for in a query string, valid or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpr_in_a_query_is_never_logged() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+
+    let db = TestDb::new(Backend::Sqlite).await;
+    let auditor = cli_key(&db, "auditor");
+    let url = db.url_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vidne"))
+        .args(["serve", "--database", &url, "--listen", "127.0.0.1:0"])
+        .args(["--log", "debug", "--log-format", "json"])
+        .env("VIDNE_CPR_PEPPER", "vidne-test-pepper-0123456789abcdef")
+        .env_remove("DATABASE_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let port = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "serve exited: {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("vidne serving") {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            break v["fields"]["port"].as_u64().unwrap();
+        }
+    };
+    let http = Client::new();
+    let base = format!("http://127.0.0.1:{port}/v1/audit/records");
+    // A valid CPR, one that is not a date, and one with a bad shape.
+    for (cpr, status) in [
+        ("0707614286", 200),
+        ("3213614286", 400),
+        ("07076142866", 400),
+    ] {
+        let resp = http
+            .get(&base)
+            .bearer_auth(&auditor)
+            .query(&[("cpr", cpr)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{cpr}");
+    }
+    terminate(child.id());
+    child.wait().unwrap();
+    stderr.read_to_string(&mut seen).unwrap();
+    assert!(
+        seen.contains("/v1/audit/records"),
+        "the requests were logged: {seen}"
+    );
+    for digits in ["0707614286", "3213614286", "07076142866", "070761"] {
+        assert!(!seen.contains(digits), "the log holds {digits}: {seen}");
+    }
+}
+
+/// SIGTERM, so the service shuts down as an operator's would.
+fn terminate(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
