@@ -168,6 +168,11 @@ pub enum Command {
     /// Sealed transaction tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write a compliance export (SPEC section 7): the records, a signed checkpoint, their
+    /// inclusion proofs and a manifest signed by the checkpoint key; or verify one
+    /// offline (`vidne export verify BUNDLE --key VKEY`). Contiguous unless a client or
+    /// time filter is given.
+    Export(crate::audit::cmd::ExportArgs),
     /// Verify Merkle proofs and signed checkpoints offline, with the verifier key alone.
     #[command(subcommand)]
     Proof(crate::logverify::cmd::ProofCommand),
@@ -444,6 +449,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Keys(KeysCommand::ListSigning(args)) => token::cmd::list_signing(&args),
         Command::Token(TokenCommand::Verify(args)) => Ok(token::cmd::verify_token(&args).await),
         Command::Proof(cmd) => Ok(crate::logverify::cmd::run(&cmd)),
+        Command::Export(args) => crate::audit::cmd::run(args).await,
         Command::Bench(BenchCommand::Append {
             database,
             records,

@@ -7,6 +7,9 @@
 //! bounded by the index's position: records not yet indexed are not searched, and the
 //! answer says how far the index reaches (`indexed_through`).
 
+pub mod cmd;
+pub mod export;
+
 use crate::db::Db;
 use crate::domain::audit::AuditFilter;
 use crate::domain::values::{ClientId, Timestamp};

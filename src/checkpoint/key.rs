@@ -102,6 +102,12 @@ impl LogKey {
         self.sign_note(&body)
     }
 
+    /// An export manifest's signature (SPEC section 7): Ed25519 over `manifest`, the
+    /// RFC 8785 bytes of `manifest.json`, in standard base64.
+    pub fn sign_manifest(&self, manifest: &[u8]) -> String {
+        B64.encode(self.key.sign(manifest).to_bytes())
+    }
+
     /// `text` (lines each ending in `\n`) followed by a blank line and this key's
     /// signature line.
     fn sign_note(&self, text: &str) -> String {

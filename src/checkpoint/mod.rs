@@ -122,6 +122,16 @@ impl Checkpointer {
         self.key.verifier_key()
     }
 
+    /// The log's origin (SPEC section 5).
+    pub fn origin(&self) -> &str {
+        self.key.origin()
+    }
+
+    /// Signs an export manifest with the checkpoint key (SPEC section 7).
+    pub fn sign_manifest(&self, manifest: &[u8]) -> String {
+        self.key.sign_manifest(manifest)
+    }
+
     pub fn tiles(&self) -> &DbTiles {
         &self.tiles
     }

@@ -234,7 +234,7 @@ pub fn attribute(event_type: &str, data: &Value, trail: Option<&mut SessionTrail
     let mut idp = text(data, "idp");
     let mut subject_key = text(data, "subject_key");
     let mut cpr_ref = text(data, "cpr_ref");
-    if event_type == AUDIT_QUERIED {
+    if event_type == AUDIT_QUERIED || event_type == AUDIT_EXPORTED {
         // Who looked a person up is part of that person's history.
         let filter = data.get("filter").unwrap_or(&Value::Null);
         subject_key = subject_key.or_else(|| text(filter, "subject"));
@@ -309,21 +309,43 @@ pub struct Queried {
     pub at: Timestamp,
 }
 
+pub const AUDIT_EXPORTED: &str = "audit.exported";
+
+/// One export bundle taken through the API (`POST /v1/exports`), as the ledger keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exported {
+    pub role: String,
+    /// The filter as given (a CPR only as `cpr_ref`); empty for a contiguous export.
+    pub filter: Map<String, Value>,
+    pub count: u64,
+    pub from_seq: u64,
+    pub to_seq: u64,
+    /// The checkpoint the bundle's proofs are in.
+    pub tree_size: u64,
+    /// SHA-256 of the bundle's `manifest.json`, lowercase hex: names the bundle.
+    pub manifest_sha256: String,
+    pub at: Timestamp,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum AuditEvent {
     #[serde(rename = "audit.queried")]
     Queried(Queried),
+    #[serde(rename = "audit.exported")]
+    Exported(Exported),
 }
 
 domain_event!(AuditEvent);
 
 impl LedgerEvent for AuditEvent {
-    const TYPES: &'static [(&'static str, u32)] = &[(AUDIT_QUERIED, 1)];
+    const TYPES: &'static [(&'static str, u32)] = &[(AUDIT_QUERIED, 1), (AUDIT_EXPORTED, 1)];
 
     fn type_name(&self) -> &'static str {
         match self {
             AuditEvent::Queried(_) => AUDIT_QUERIED,
+            AuditEvent::Exported(_) => AUDIT_EXPORTED,
         }
     }
 }

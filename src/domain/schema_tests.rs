@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use crate::domain::audit::{AuditEvent, Queried};
+use crate::domain::audit::{AuditEvent, Exported, Queried};
 use crate::domain::client::{ClientEvent, ClientRegistered};
 use crate::domain::maintenance::{MaintenanceEvent, WindowCancelled, WindowRecorded};
 use crate::domain::session::*;
@@ -360,6 +360,19 @@ fn examples() -> Vec<Example> {
             returned: 2,
             first_seq: Some(3),
             last_seq: Some(9),
+            at,
+        })),
+        example(AuditEvent::Exported(Exported {
+            role: "auditor".into(),
+            filter: json!({"client_id": "sp-acme", "from_time": "2026-11-01T00:00:00.000000Z"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            count: 120,
+            from_seq: 4,
+            to_seq: 900,
+            tree_size: 1000,
+            manifest_sha256: "ab".repeat(32),
             at,
         })),
         example(AuditEvent::Queried(Queried {

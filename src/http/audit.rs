@@ -12,16 +12,18 @@ use utoipa::ToSchema;
 use super::auth::require;
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
+use crate::audit::export::{ExportError, Exporter, Out};
 use crate::audit::{Hit, Search};
 use crate::auth::{Principal, Role};
-use crate::domain::audit::{AuditEvent, AuditFilter, Queried, FILTER_PARAMS};
+use crate::domain::audit::{AuditEvent, AuditFilter, Exported, Queried, FILTER_PARAMS};
 use crate::domain::LedgerEvent;
 use crate::ledger::NewEvent;
 use crate::merkle::proof;
 use crate::record::{Event, StreamId};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/audit/records", web::get().to(records));
+    cfg.route("/v1/audit/records", web::get().to(records))
+        .route("/v1/exports", web::post().to(export));
 }
 
 /// Records per page unless `limit` says otherwise, and the most it may say.
@@ -280,4 +282,110 @@ pub async fn record_query(
         .await?;
     state.audit.index().nudge();
     Ok(appended[0].seq)
+}
+
+impl From<ExportError> for ApiError {
+    fn from(e: ExportError) -> Self {
+        match e {
+            ExportError::Invalid(f) => f.into(),
+            ExportError::Empty => ApiError::Missing("no records match the filter"),
+            ExportError::Checkpoint(e) => e.into(),
+            e => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+/// An export bundle (SPEC section 7) as a `.tar`: the records the filter selects (a
+/// contiguous export when it names only a `seq` range), a signed checkpoint, their
+/// inclusion proofs and the signed manifest. Verify it with `vidne export verify`.
+#[utoipa::path(
+    post,
+    path = "/v1/exports",
+    request_body(content = Object, description = "The filter: any of the members `GET /v1/audit/records` takes as parameters (`client_id`, `from_time`, `to_time`, `from_seq`, `to_seq`, `type`, `stream`, `idp`, `transaction_id`, `subject`, `cpr`, `cpr_ref`), as strings or integers; `{}` exports the whole ledger"),
+    responses(
+        (status = 200, description = "The bundle, a tar of one directory", content_type = "application/x-tar"),
+        (status = 400, description = "A member is unknown or malformed (named in `field`)", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 403, description = "Not an auditor key", body = ErrorBody),
+        (status = 404, description = "No record matches", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn export(
+    principal: Principal,
+    state: web::Data<AppState>,
+    body: web::Json<serde_json::Map<String, serde_json::Value>>,
+) -> Result<HttpResponse, ApiError> {
+    require(&principal, |r| *r == Role::Auditor)?;
+    let mut params = BTreeMap::new();
+    for (k, v) in body.into_inner() {
+        if !FILTER_PARAMS.contains(&k.as_str()) {
+            return Err(field_error(&k, "is not a member of an export request"));
+        }
+        let text = match v {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => return Err(field_error(&k, "must be a string or an integer")),
+        };
+        params.insert(k, text);
+    }
+    let filter = filter_of(&state, &params, None)?;
+    let mut id = [0u8; 16];
+    OsRng.fill_bytes(&mut id);
+    let path = std::env::temp_dir().join(format!("vidne-export-{}.tar", hex::encode(id)));
+    let exported = Exporter {
+        reader: &state.reader,
+        audit: &state.audit,
+        checkpoints: &state.log.checkpoints,
+    }
+    .export(&filter, &Out::Tar(path.clone()), &|_, _| {})
+    .await;
+    // The open file outlives its name: nothing is left behind whatever happens next.
+    let file = exported.as_ref().ok().map(|_| std::fs::File::open(&path));
+    let _ = std::fs::remove_file(&path);
+    let exported = exported?;
+    let file = file
+        .expect("opened when exported")
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let size = file
+        .metadata()
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .len();
+    let event = AuditEvent::Exported(Exported {
+        role: principal.role.to_string(),
+        filter: match filter.to_json() {
+            serde_json::Value::Object(m) if filter.selects() => m,
+            _ => serde_json::Map::new(),
+        },
+        count: exported.count,
+        from_seq: exported.from_seq,
+        to_seq: exported.to_seq,
+        tree_size: exported.tree_size,
+        manifest_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&exported.manifest)),
+        at: state.now()?,
+    });
+    let audit_seq = record_query(&state, &principal, &event).await?;
+    let chunks = futures::stream::try_unfold(file, |mut file| async move {
+        let (file, chunk) = web::block(move || {
+            use std::io::Read;
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = file.read(&mut buf)?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>((file, buf))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok::<_, std::io::Error>((!chunk.is_empty()).then(|| (web::Bytes::from(chunk), file)))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-tar")
+        .insert_header((
+            "Content-Disposition",
+            format!(
+                "attachment; filename=\"vidne-export-{}-{}.tar\"",
+                exported.from_seq, exported.to_seq
+            ),
+        ))
+        .insert_header(("Vidne-Audit-Seq", audit_seq.to_string()))
+        .body(actix_web::body::SizedStream::new(size, chunks)))
 }

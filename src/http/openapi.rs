@@ -45,6 +45,7 @@ use utoipa_swagger_ui::SwaggerUi;
         super::log::inclusion,
         super::log::consistency,
         super::audit::records,
+        super::audit::export,
         super::tokens::jwks,
         super::tokens::token,
     ),

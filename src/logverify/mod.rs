@@ -10,10 +10,12 @@
 //!
 //! - [`note`]: the verifier key and the signed checkpoint.
 //! - [`proof`]: inclusion and consistency proofs.
+//! - [`bundle`]: export bundles (SPEC section 7), `vidne export verify`.
 //! - [`cmd`]: the command line.
 
 use std::fmt;
 
+pub mod bundle;
 pub mod cmd;
 pub mod note;
 pub mod proof;

@@ -105,6 +105,14 @@ impl VerifierKey {
     pub fn id(&self) -> [u8; 4] {
         self.id
     }
+
+    /// Whether `signature` is this key's plain Ed25519 signature of `message` (an
+    /// export's `manifest.sig`, SPEC section 7).
+    pub fn verifies(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+        self.key
+            .verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature))
+            .is_ok()
+    }
 }
 
 /// `<name>+<key id>`, the way a key is named in messages.

@@ -14,6 +14,7 @@
 //! from their hashes. The independent check of what this module serves is
 //! `crate::logverify`, which shares none of this code.
 
+pub mod cache;
 pub mod frontier;
 pub mod proof;
 pub mod store;

@@ -8,6 +8,7 @@ mod append;
 mod audit;
 mod bench;
 mod broker;
+mod export;
 mod fixture;
 mod interop;
 mod log;
