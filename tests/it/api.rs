@@ -86,18 +86,24 @@ async fn openapi_document_and_swagger_ui() {
         "/v1/log/proof/consistency",
         "/v1/transactions/{transaction_id}/token",
         "/.well-known/jwks.json",
+        "/v1/audit/records",
     ];
     let paths = doc["paths"].as_object().unwrap();
-    // Plus `POST /v1/log/checkpoints`, which takes no body.
+    // Plus `POST /v1/log/checkpoints`, which takes no body, and `POST /v1/exports`,
+    // which answers a tar.
     assert_eq!(
         paths.len(),
-        routes.len() + reads.len() + 1,
+        routes.len() + reads.len() + 2,
         "{:?}",
         paths.keys()
     );
     let sign = &doc["paths"]["/v1/log/checkpoints"]["post"];
     assert_eq!(sign["security"][0]["bearer"], json!([]));
     assert!(sign["responses"]["409"].is_object());
+    let export = &doc["paths"]["/v1/exports"]["post"];
+    assert_eq!(export["security"][0]["bearer"], json!([]));
+    assert!(export["responses"]["200"]["content"]["application/x-tar"].is_object());
+    assert!(export["responses"]["400"].is_object());
     for path in reads {
         let op = &doc["paths"][path]["get"];
         assert!(op["responses"]["200"].is_object(), "{path}");

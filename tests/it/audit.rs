@@ -21,6 +21,22 @@ both_backends!(audit_queries_answer_exactly_the_attributed_records);
 const SESSIONS: usize = 12;
 const SEED: u64 = 11;
 
+/// `vidne simulate` against the service at `base`, which must report no failure.
+pub async fn simulated(base: &str, admin: &str, seed: u64, sessions: usize, dir: &std::path::Path) {
+    let summary = simulate::run(&Options {
+        url: base.to_owned(),
+        admin_key: admin.to_owned(),
+        sessions,
+        seed,
+        out: dir.join("sim.json"),
+        concurrency: 4,
+        progress: false,
+    })
+    .await
+    .unwrap();
+    assert_eq!(summary.failure_count, 0);
+}
+
 /// A record as the test reads it from the database.
 pub struct Raw {
     pub seq: u64,
@@ -137,18 +153,7 @@ async fn audit_queries_answer_exactly_the_attributed_records(backend: Backend) {
     let broker = cli_key(&db, "broker");
     let (base, handle) = spawn_app(&db).await;
     let dir = tempfile::tempdir().unwrap();
-    let summary = simulate::run(&Options {
-        url: base.clone(),
-        admin_key: admin.clone(),
-        sessions: SESSIONS,
-        seed: SEED,
-        out: dir.path().join("sim.json"),
-        concurrency: 4,
-        progress: false,
-    })
-    .await
-    .unwrap();
-    assert_eq!(summary.failure_count, 0);
+    simulated(&base, &admin, SEED, SESSIONS, dir.path()).await;
     let reader = Reader::new(db.pool(1).await);
     let head = reader.head().await.unwrap().next_seq;
     let api = Api {

@@ -11,10 +11,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use vidne::checkpoint::LogKey;
 use vidne::ledger::Reader;
-use vidne::simulate::{self, Options};
 
 use crate::api::cli_key;
-use crate::audit::{clients_of, raw_records};
+use crate::audit::{clients_of, raw_records, simulated};
 use crate::both_backends;
 use crate::helpers::{spawn_app, vidne, Backend, TestDb, TEST_ORIGIN};
 
@@ -99,18 +98,7 @@ async fn exports_verify_offline_and_tampering_is_named(backend: Backend) {
     let auditor = cli_key(&db, "auditor");
     let (base, handle) = spawn_app(&db).await;
     let dir = tempfile::tempdir().unwrap();
-    let summary = simulate::run(&Options {
-        url: base.clone(),
-        admin_key: admin.clone(),
-        sessions: 12,
-        seed: 5,
-        out: dir.path().join("sim.json"),
-        concurrency: 4,
-        progress: false,
-    })
-    .await
-    .unwrap();
-    assert_eq!(summary.failure_count, 0);
+    simulated(&base, &admin, 5, 12, dir.path()).await;
     let http = Client::new();
     let vkey = http
         .get(format!("{base}/v1/log/key"))
