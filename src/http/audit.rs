@@ -10,6 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::auth::require;
+use super::log::{field_error, number};
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::audit::export::{ExportError, Exporter, Out};
@@ -98,24 +99,6 @@ pub struct AuditPage {
     pub checkpoint: Option<ProofCheckpoint>,
     /// The `seq` of this query's own `audit.queried` record.
     pub audit_seq: u64,
-}
-
-fn field_error(field: &str, description: &str) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_request",
-        description: description.into(),
-        field: Some(field.into()),
-    }
-}
-
-fn number(params: &BTreeMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
-    params
-        .get(name)
-        .map(|v| {
-            v.parse::<u64>()
-                .map_err(|_| field_error(name, "must be a non-negative integer"))
-        })
-        .transpose()
 }
 
 /// Records matching a filter, a page at a time, in `seq` order.
@@ -248,7 +231,7 @@ pub async fn records(
         records,
         next_cursor: page.next.map(|n| n.to_string()),
         indexed_through: page.indexed_through,
-        checkpoint: checkpoint.filter(|_| proofs).map(|c| ProofCheckpoint {
+        checkpoint: checkpoint.map(|c| ProofCheckpoint {
             tree_size: c.tree_size,
             root: c.root.to_hex(),
             note: c.note,

@@ -237,7 +237,10 @@ pub async fn verifier_key(
 }
 
 /// A non-negative integer query parameter; errors name it.
-fn number(query: &BTreeMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+pub(super) fn number(
+    query: &BTreeMap<String, String>,
+    name: &str,
+) -> Result<Option<u64>, ApiError> {
     query
         .get(name)
         .map(|v| {
@@ -250,10 +253,10 @@ fn number(query: &BTreeMap<String, String>, name: &str) -> Result<Option<u64>, A
         .transpose()
 }
 
-fn field_error(field: &str, description: String) -> ApiError {
+pub(super) fn field_error(field: &str, description: impl Into<String>) -> ApiError {
     ApiError::BadRequest {
         code: "invalid_request",
-        description,
+        description: description.into(),
         field: Some(field.to_owned()),
     }
 }
@@ -326,7 +329,7 @@ pub async fn inclusion(
     state: web::Data<AppState>,
     query: web::Query<BTreeMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let seq = number(&query, "seq")?.ok_or_else(|| field_error("seq", "is required".into()))?;
+    let seq = number(&query, "seq")?.ok_or_else(|| field_error("seq", "is required"))?;
     let size = tree_size(&state, number(&query, "tree_size")?, "tree_size").await?;
     if seq >= size {
         return Err(field_error(
@@ -365,7 +368,7 @@ pub async fn consistency(
     state: web::Data<AppState>,
     query: web::Query<BTreeMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let from = number(&query, "from")?.ok_or_else(|| field_error("from", "is required".into()))?;
+    let from = number(&query, "from")?.ok_or_else(|| field_error("from", "is required"))?;
     let to = tree_size(&state, number(&query, "to")?, "to").await?;
     if from > to {
         return Err(field_error("from", format!("must not be above to ({to})")));

@@ -8,3 +8,11 @@ pub mod tokens;
 
 pub use audit::AuditIndex;
 pub use tokens::{SealedToken, Sealer, StoredToken, TokenProjection};
+
+/// The first `seq` projection `name` has not applied (0 before its first batch).
+pub(crate) async fn position(db: &crate::db::Db, name: &str) -> anyhow::Result<u64> {
+    let sql = "SELECT next_seq FROM projection_positions WHERE name = $1";
+    let row: Option<(i64,)> =
+        crate::on_pool!(db, p => sqlx::query_as(sql).bind(name).fetch_optional(p).await?);
+    Ok(row.map_or(0, |(n,)| n.max(0) as u64))
+}

@@ -224,9 +224,7 @@ impl TokenProjection {
 
     /// The first `seq` not yet applied.
     pub async fn position(&self) -> anyhow::Result<u64> {
-        let sql = "SELECT next_seq FROM projection_positions WHERE name = $1";
-        let row: Option<(i64,)> = crate::on_pool!(self.reader.db(), p => sqlx::query_as(sql).bind(NAME).fetch_optional(p).await?);
-        Ok(row.map_or(0, |(n,)| n.max(0) as u64))
+        super::position(self.reader.db(), NAME).await
     }
 
     /// Forgets every token and the position, in one transaction; the next catch-up makes
