@@ -1,12 +1,14 @@
 //! `vidne bench append`: the append path against a baseline measured in the same run;
 //! `vidne bench tokens` ([`tokens`]) and `vidne bench fetch` ([`fetch`]): sealing and
-//! fetching transaction tokens, each next to a baseline of the same run.
+//! fetching transaction tokens, each next to a baseline of the same run; `vidne bench
+//! audit` ([`audit`]): auditors' filtered queries over a large ledger.
 //!
 //! The baseline writes the very canonical rows the ledger just stored into
 //! `bench_baseline`, a table with the same columns and indexes but no chain: one
 //! connection, one transaction per `appenders` rows (the largest group the ledger can
 //! form), the same durability. The ratio is what chaining and group commit cost.
 
+pub mod audit;
 pub mod fetch;
 mod load;
 pub mod tokens;

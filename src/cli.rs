@@ -309,6 +309,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 256)]
         appenders: u32,
     },
+    /// Auditors' filtered queries (`GET /v1/audit/records` as the route asks the index)
+    /// over a ledger of N broker-shaped records (appended first through the real append
+    /// path if --database holds fewer; kept for the next run): the audit index's
+    /// catch-up rate, then p50 and p99 of S queries per filter mix, each next to the
+    /// baseline of the same run, one record read by `seq`.
+    Audit {
+        #[arg(long, env = "DATABASE_URL")]
+        database: DatabaseUrl,
+        #[arg(long, default_value_t = 10_000_000)]
+        records: u64,
+        #[arg(long, default_value_t = 500)]
+        samples: u32,
+    },
     /// Seal N transaction tokens of realistic claims (a MitID login, a signing, a CPR
     /// match) on one thread, signed EdDSA, signed ES256, and signed then encrypted to
     /// RSA-2048 and to P-256, next to raw ed25519-dalek signatures over messages of the
@@ -473,6 +486,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             samples,
         }) => {
             crate::bench::tree::proofs(&database, records, samples).await?;
+            Ok(0)
+        }
+        Command::Bench(BenchCommand::Audit {
+            database,
+            records,
+            samples,
+        }) => {
+            crate::bench::audit::audit(&database, records, samples).await?;
             Ok(0)
         }
         Command::Bench(BenchCommand::Tokens { tokens }) => {

@@ -171,7 +171,7 @@ async fn fill(url: &DatabaseUrl, reader: &Reader, records: u64) -> anyhow::Resul
     Ok(())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(super) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }

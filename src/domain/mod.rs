@@ -23,6 +23,7 @@ pub mod codes;
 mod error;
 pub mod html;
 pub mod maintenance;
+pub mod report;
 pub mod session;
 pub mod token;
 pub mod transfer;

@@ -13,7 +13,7 @@ use crate::domain::audit::{AuditEvent, Exported, Queried};
 use crate::domain::client::{ClientEvent, ClientRegistered};
 use crate::domain::maintenance::{MaintenanceEvent, WindowCancelled, WindowRecorded};
 use crate::domain::session::*;
-use crate::domain::transfer::{CodeExchanged, CodeIssued, TransferEvent};
+use crate::domain::transfer::{CodeExchanged, CodeIssued, ExchangeRefused, TransferEvent};
 use crate::domain::values::*;
 use crate::domain::LedgerEvent;
 use crate::record::Payload;
@@ -306,6 +306,14 @@ fn examples() -> Vec<Example> {
             client_id: id("sp-b"),
             session_id: id("s-2"),
             transaction_id: id("t9"),
+            at,
+        })),
+        example(TransferEvent::ExchangeRefused(ExchangeRefused {
+            code: id("38e195d6-14ad-4ed9-9f0b-d72a26c8ed95"),
+            client_id: id("sp-b"),
+            session_id: id("s-2"),
+            transaction_id: id("t9"),
+            error_description: crate::domain::values::ExchangeRefusal::AlreadyUsed,
             at,
         })),
         example(ClientEvent::Registered(ClientRegistered {

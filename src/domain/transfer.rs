@@ -1,7 +1,8 @@
 //! A MitID Controlled Transfer Token Exchange Code (`transfer:<code>`), seed 002 "MitID
 //! Controlled Transfer": issued once from a MitID transaction of SP A (recorded in that
 //! session too, as `session.transfer_code_issued`), exchanged at most once, with the same
-//! Transfer Token Text, before it expires.
+//! Transfer Token Text, before it expires. A refused exchange is recorded too
+//! (`transfer.exchange_refused`) and answered with its error.
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
@@ -10,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::codes;
 use crate::domain::session::TransferTarget;
 use crate::domain::values::{
-    ClientId, Environment, ExternalId, SessionId, Timestamp, TransactionId, TransferCode,
-    TransferTokenText,
+    ClientId, Environment, ExchangeRefusal, ExternalId, SessionId, Timestamp, TransactionId,
+    TransferCode, TransferTokenText,
 };
 use crate::domain::{domain_event, DomainError, LedgerEvent};
 
@@ -70,6 +71,19 @@ pub struct CodeExchanged {
     pub at: Timestamp,
 }
 
+/// An exchange that was refused, recorded so that refused transfers can be counted and
+/// traced to the SP that tried (issue 6's compliance reports).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeRefused {
+    pub code: TransferCode,
+    pub client_id: ClientId,
+    pub session_id: SessionId,
+    pub transaction_id: TransactionId,
+    pub error_description: ExchangeRefusal,
+    pub at: Timestamp,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum TransferEvent {
@@ -77,17 +91,43 @@ pub enum TransferEvent {
     CodeIssued(CodeIssued),
     #[serde(rename = "transfer.code_exchanged")]
     CodeExchanged(CodeExchanged),
+    #[serde(rename = "transfer.exchange_refused")]
+    ExchangeRefused(ExchangeRefused),
 }
 
 impl LedgerEvent for TransferEvent {
-    const TYPES: &'static [(&'static str, u32)] =
-        &[("transfer.code_issued", 1), ("transfer.code_exchanged", 1)];
+    const TYPES: &'static [(&'static str, u32)] = &[
+        ("transfer.code_issued", 1),
+        ("transfer.code_exchanged", 1),
+        ("transfer.exchange_refused", 1),
+    ];
 
     fn type_name(&self) -> &'static str {
         match self {
             TransferEvent::CodeIssued(_) => "transfer.code_issued",
             TransferEvent::CodeExchanged(_) => "transfer.code_exchanged",
+            TransferEvent::ExchangeRefused(_) => "transfer.exchange_refused",
         }
+    }
+
+    /// A refused exchange is recorded and answered with its code; `field` is `code`, or
+    /// `transfer_token_text` for another text.
+    fn refusal(&self) -> Option<DomainError> {
+        let TransferEvent::ExchangeRefused(e) = self else {
+            return None;
+        };
+        Some(match e.error_description {
+            ExchangeRefusal::InvalidCode => {
+                DomainError::access_denied(codes::MITID_INVALID_TRANSFER_TOKEN_CODE, Some("code"))
+            }
+            ExchangeRefusal::AlreadyUsed => DomainError::access_denied(
+                codes::MITID_TRANSFER_TOKEN_EXCHANGE_CODE_ALREADY_USED,
+                Some("code"),
+            ),
+            ExchangeRefusal::TextMismatch => {
+                DomainError::invalid("transfer_token_text", TRANSFER_TOKEN_TEXT_MISMATCH)
+            }
+        })
     }
 }
 
@@ -153,29 +193,22 @@ impl ControlledTransfer {
                 at,
             } => {
                 let text = TransferTokenText::parse(&transfer_token_text)?;
-                let Some(issued) = &self.issued else {
-                    return Err(DomainError::access_denied(
-                        codes::MITID_INVALID_TRANSFER_TOKEN_CODE,
-                        Some("code"),
-                    ));
+                let refusal = match &self.issued {
+                    None => Some(ExchangeRefusal::InvalidCode),
+                    Some(_) if self.exchanged => Some(ExchangeRefusal::AlreadyUsed),
+                    Some(issued) if at > issued.expires_at => Some(ExchangeRefusal::InvalidCode),
+                    Some(issued) if text != issued.text => Some(ExchangeRefusal::TextMismatch),
+                    Some(_) => None,
                 };
-                if self.exchanged {
-                    return Err(DomainError::access_denied(
-                        codes::MITID_TRANSFER_TOKEN_EXCHANGE_CODE_ALREADY_USED,
-                        Some("code"),
-                    ));
-                }
-                if at > issued.expires_at {
-                    return Err(DomainError::access_denied(
-                        codes::MITID_INVALID_TRANSFER_TOKEN_CODE,
-                        Some("code"),
-                    ));
-                }
-                if text != issued.text {
-                    return Err(DomainError::invalid(
-                        "transfer_token_text",
-                        TRANSFER_TOKEN_TEXT_MISMATCH,
-                    ));
+                if let Some(error_description) = refusal {
+                    return Ok(TransferEvent::ExchangeRefused(ExchangeRefused {
+                        code,
+                        client_id,
+                        session_id,
+                        transaction_id,
+                        error_description,
+                        at,
+                    }));
                 }
                 Ok(TransferEvent::CodeExchanged(CodeExchanged {
                     code,
@@ -216,6 +249,7 @@ impl Aggregate for ControlledTransfer {
                 })
             }
             TransferEvent::CodeExchanged(_) => self.exchanged = true,
+            TransferEvent::ExchangeRefused(_) => {}
         }
     }
 }
@@ -281,6 +315,17 @@ mod tests {
             session_id: SessionId::parse("s-b").unwrap(),
             transaction_id: TransactionId::parse("tx-b1").unwrap(),
             at: t(1),
+        })
+    }
+
+    fn refused(error_description: ExchangeRefusal, at: Timestamp) -> TransferEvent {
+        TransferEvent::ExchangeRefused(ExchangeRefused {
+            code: code(),
+            client_id: ClientId::parse("sp-b").unwrap(),
+            session_id: SessionId::parse("s-b").unwrap(),
+            transaction_id: TransactionId::parse("tx-b1").unwrap(),
+            error_description,
+            at,
         })
     }
 
@@ -357,10 +402,15 @@ mod tests {
         framework()
             .given(vec![issued()])
             .when(exchange("Welcome from B", t(1)))
-            .then_expect_error(DomainError::invalid(
+            .then_expect_events(vec![refused(ExchangeRefusal::TextMismatch, t(1))]);
+        assert_eq!(
+            refused(ExchangeRefusal::TextMismatch, t(1)).refusal(),
+            Some(DomainError::invalid(
                 "transfer_token_text",
                 TRANSFER_TOKEN_TEXT_MISMATCH,
-            ));
+            ))
+        );
+        // Bad input is refused, not recorded.
         framework()
             .given(vec![issued()])
             .when(exchange("", t(1)))
@@ -375,10 +425,14 @@ mod tests {
         framework()
             .given(vec![issued(), exchanged()])
             .when(exchange("Welcome from A", t(2)))
-            .then_expect_error(DomainError::access_denied(
+            .then_expect_events(vec![refused(ExchangeRefusal::AlreadyUsed, t(2))]);
+        assert_eq!(
+            refused(ExchangeRefusal::AlreadyUsed, t(2)).refusal(),
+            Some(DomainError::access_denied(
                 codes::MITID_TRANSFER_TOKEN_EXCHANGE_CODE_ALREADY_USED,
                 Some("code"),
-            ));
+            ))
+        );
     }
 
     #[test]
@@ -386,10 +440,15 @@ mod tests {
         framework()
             .given_no_previous_events()
             .when(exchange("Welcome from A", t(1)))
-            .then_expect_error(DomainError::access_denied(
+            .then_expect_events(vec![refused(ExchangeRefusal::InvalidCode, t(1))]);
+        assert_eq!(
+            refused(ExchangeRefusal::InvalidCode, t(1)).refusal(),
+            Some(DomainError::access_denied(
                 codes::MITID_INVALID_TRANSFER_TOKEN_CODE,
                 Some("code"),
-            ));
+            ))
+        );
+        assert_eq!(exchanged().refusal(), None);
     }
 
     #[test]
@@ -404,10 +463,10 @@ mod tests {
         framework()
             .given(vec![issued()])
             .when(exchange("Welcome from A", t(5).plus_micros(1)))
-            .then_expect_error(DomainError::access_denied(
-                codes::MITID_INVALID_TRANSFER_TOKEN_CODE,
-                Some("code"),
-            ));
+            .then_expect_events(vec![refused(
+                ExchangeRefusal::InvalidCode,
+                t(5).plus_micros(1),
+            )]);
     }
 
     #[test]

@@ -218,6 +218,16 @@ string_enum!(
 );
 
 string_enum!(
+    /// Why an exchange of a controlled transfer code was refused: the seed's codes for an
+    /// unknown or expired code and for a used one, and Vidne's for another text.
+    ExchangeRefusal, "error_description", {
+        InvalidCode = "mitid_invalid_transfer_token_code",
+        AlreadyUsed = "mitid_transfer_token_exchange_code_already_used",
+        TextMismatch = "transfer_token_text_mismatch",
+    }
+);
+
+string_enum!(
     /// `error_description` of a refused 4th (or later) CPR match of a session (seed 002).
     CprRefusalCode, "error_description", {
         MitidCprMatchFailed = "mitid_cpr_match_failed",

@@ -23,6 +23,9 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("this API key's role may not do this")]
     Forbidden,
+    /// 403 with the reason.
+    #[error("{0}")]
+    ForbiddenBecause(&'static str),
     #[error("no such resource")]
     NotFound,
     /// 404 with the reason, where "no such resource" would leave the caller guessing.
@@ -37,6 +40,9 @@ pub enum ApiError {
     TooLarge,
     #[error("{0}")]
     Unavailable(String),
+    /// 503: what the answer needs is not made yet (a view still catching up).
+    #[error("{0}")]
+    NotReady(&'static str),
     /// The append's commit was sent and its outcome is unknown: the caller must look
     /// before trying again, which could append twice.
     #[error("{0}")]
@@ -115,12 +121,12 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::ForbiddenBecause(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable(_) | ApiError::CommitUnknown(_) => {
+            ApiError::Unavailable(_) | ApiError::CommitUnknown(_) | ApiError::NotReady(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -144,12 +150,13 @@ impl ResponseError for ApiError {
         let (code, field) = match self {
             ApiError::BadRequest { code, field, .. } => (*code, field.as_deref()),
             ApiError::Unauthorized(_) => ("unauthorized", None),
-            ApiError::Forbidden => ("forbidden", None),
+            ApiError::Forbidden | ApiError::ForbiddenBecause(_) => ("forbidden", None),
             ApiError::NotFound | ApiError::Missing(_) => ("not_found", None),
             ApiError::Upstream(_) => ("upstream_error", None),
             ApiError::Conflict(_) => ("conflict", None),
             ApiError::TooLarge => ("payload_too_large", None),
             ApiError::Unavailable(_) => ("unavailable", None),
+            ApiError::NotReady(_) => ("not_ready", None),
             ApiError::CommitUnknown(_) => ("commit_unknown", None),
             ApiError::Internal(e) => {
                 // The cause goes to the log, never to the caller.
@@ -160,6 +167,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if let ApiError::Unauthorized(_) = self {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let ApiError::NotReady(_) = self {
+            response.insert_header((header::RETRY_AFTER, "5"));
         }
         response.json(Body {
             error: code,

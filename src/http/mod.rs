@@ -14,6 +14,7 @@ mod maintenance;
 mod openapi;
 pub mod pepper;
 pub mod registry;
+mod reports;
 mod sessions;
 mod tokens;
 mod trace;
@@ -38,7 +39,7 @@ use crate::domain::token::TokenContext;
 use crate::domain::values::{Pepper, Timestamp};
 use crate::idempotency::IdempotencyStore;
 use crate::ledger::{Ledger, LedgerOptions, Reader};
-use crate::projection::{AuditIndex, TokenProjection};
+use crate::projection::{self, AuditIndex, Reports, TokenProjection};
 use crate::token::{self, JwksCache, KeySealer, SigningKeys};
 
 pub use error::ApiError;
@@ -103,6 +104,8 @@ pub struct AppState {
     pub log: LogState,
     /// Auditors' queries over the audit index.
     pub audit: AuditLog,
+    /// Compliance reports' counts.
+    pub reports: Reports,
 }
 
 impl AppState {
@@ -201,10 +204,25 @@ impl Application {
         ));
         // The audit index has a writer connection of its own too.
         let index_db = Db::connect(&config.database, "vidne-audit-index", 1).await?;
+        // The compliance reports count what the index has attributed, so one task runs
+        // both, through that connection.
         let index = AuditIndex::new(index_db.clone(), reader.clone());
-        let indexer = tokio::spawn(index.clone().follow());
+        let reports = Reports::new(index_db.clone(), reader.clone(), index.clone());
+        let indexer = tokio::spawn({
+            let (index, reports) = (index.clone(), reports.clone());
+            let signals = index.signals().clone();
+            projection::follow("audit index and reports", signals, move || {
+                let (index, reports) = (index.clone(), reports.clone());
+                async move {
+                    index.catch_up().await?;
+                    reports.catch_up().await?;
+                    Ok(())
+                }
+            })
+        });
         let state = AppState {
             audit: AuditLog::new(read_db.clone(), index),
+            reports,
             tokens,
             sealer,
             jwks: Arc::new(JwksCache::default()),
@@ -248,6 +266,7 @@ impl Application {
                 .configure(maintenance::routes)
                 .configure(log::routes)
                 .configure(audit::routes)
+                .configure(reports::routes)
                 .configure(tokens::routes)
                 .configure(openapi::routes)
                 .default_service(web::to(error::not_found))

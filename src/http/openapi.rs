@@ -46,6 +46,7 @@ use utoipa_swagger_ui::SwaggerUi;
         super::log::consistency,
         super::audit::records,
         super::audit::export,
+        super::reports::compliance,
         super::tokens::jwks,
         super::tokens::token,
     ),

@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::broker::{recorded, BrokerCall, RecordedEvent};
+use super::broker::{recorded, refusal_of, BrokerCall, RecordedEvent};
 use super::openapi::BrokerErrors;
 use super::{ApiError, AppState};
 use crate::domain::transfer::{ControlledTransfer, TransferCommand};
@@ -37,7 +37,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// Records SP B's exchange of a controlled transfer code; a second exchange is refused
 /// (`mitid_transfer_token_exchange_code_already_used`), an unknown or expired code too
-/// (`mitid_invalid_transfer_token_code`).
+/// (`mitid_invalid_transfer_token_code`), and another text (`transfer_token_text_mismatch`).
+/// Each refusal is recorded (`transfer.exchange_refused`) before it is answered.
 #[utoipa::path(
     post,
     path = "/v1/transfers/{code}/exchange",
@@ -66,6 +67,7 @@ pub async fn exchange(
         .commands
         .execute::<ControlledTransfer>(&stream, &principal.actor()?, command, &())
         .await?;
+    refusal_of(&done)?;
     state.tokens.nudge();
     Ok(HttpResponse::Created().json(ExchangeOut {
         records: recorded(&stream, &done),

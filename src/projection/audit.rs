@@ -8,12 +8,11 @@
 //! under that lock, so several processes apply each record once, in order.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::Notify;
 
+use super::Signals;
 use crate::db::Db;
 use crate::domain::audit::{attribute, SessionTrail};
 use crate::ledger::Reader;
@@ -28,8 +27,7 @@ const INSERT_ROWS: usize = 500;
 pub struct AuditIndex {
     db: Db,
     reader: Reader,
-    wake: Arc<Notify>,
-    advanced: Arc<Notify>,
+    signals: Signals,
 }
 
 impl AuditIndex {
@@ -38,59 +36,38 @@ impl AuditIndex {
         AuditIndex {
             db,
             reader,
-            wake: Arc::new(Notify::new()),
-            advanced: Arc::new(Notify::new()),
+            signals: Signals::default(),
         }
     }
 
     pub fn nudge(&self) {
-        self.wake.notify_one();
+        self.signals.nudge();
     }
 
-    /// Keeps the index up with the ledger until the task is dropped.
-    pub async fn follow(self) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.catch_up().await {
-                Ok(_) => backoff = Duration::from_millis(100),
-                Err(e) => {
-                    tracing::error!(error = %e, "audit index failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(250), self.wake.notified()).await;
-        }
+    pub(crate) fn signals(&self) -> &Signals {
+        &self.signals
     }
 
     /// Indexes every committed record after the stored position; returns the new
     /// position (the first `seq` not indexed).
     pub async fn catch_up(&self) -> anyhow::Result<u64> {
-        loop {
-            let head = self.reader.head().await?.next_seq;
-            let position = self.position().await?;
-            if position >= head {
-                return Ok(position);
-            }
-            self.batch(position, head).await?;
-            self.advanced.notify_waiters();
-        }
+        self.signals
+            .catch_up(
+                || self.position(),
+                |from| async move {
+                    let head = self.reader.head().await?.next_seq;
+                    Ok((from < head).then_some(head))
+                },
+                |from, head| self.batch(from, head),
+            )
+            .await
     }
 
     /// Waits until every record below `seq` is indexed, or `timeout`.
     pub async fn wait_for(&self, seq: u64, timeout: Duration) -> anyhow::Result<bool> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let advanced = self.advanced.notified();
-            if self.position().await? >= seq {
-                return Ok(true);
-            }
-            self.nudge();
-            if tokio::time::timeout_at(deadline, advanced).await.is_err() {
-                return Ok(self.position().await? >= seq);
-            }
-        }
+        self.signals
+            .wait_for(seq, timeout, || self.position())
+            .await
     }
 
     /// The first `seq` not yet indexed: queries see the records below it.

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::sync::Notify;
 
+use super::Signals;
 use crate::db::Db;
 use crate::domain::session::SessionEvent;
 use crate::domain::token::{RecordRef, SealedClaims, SessionTokens, TokenContext};
@@ -65,10 +65,7 @@ pub struct TokenProjection {
     reader: Reader,
     ctx: Arc<TokenContext>,
     sealer: Arc<dyn Sealer>,
-    /// Woken when records may have been appended.
-    wake: Arc<Notify>,
-    /// Woken after each batch, for callers waiting for a position.
-    advanced: Arc<Notify>,
+    signals: Signals,
 }
 
 /// What one record means to this projection.
@@ -102,7 +99,7 @@ fn decode(row: &StoredRow) -> anyhow::Result<Applies> {
     }
     match TransferEvent::from_record_parts(&row.event_type, version, data).map_err(bad)? {
         TransferEvent::CodeExchanged(e) => Ok(Applies::Exchange(e)),
-        TransferEvent::CodeIssued(_) => Ok(Applies::Nothing),
+        TransferEvent::CodeIssued(_) | TransferEvent::ExchangeRefused(_) => Ok(Applies::Nothing),
     }
 }
 
@@ -169,49 +166,41 @@ impl TokenProjection {
             reader,
             ctx: Arc::new(ctx),
             sealer,
-            wake: Arc::new(Notify::new()),
-            advanced: Arc::new(Notify::new()),
+            signals: Signals::default(),
         }
     }
 
     /// Says records were appended: the running projection looks now rather than at its
     /// next poll.
     pub fn nudge(&self) {
-        self.wake.notify_one();
+        self.signals.nudge();
     }
 
     /// Waits for a nudge, or `max`.
     pub async fn idle(&self, max: Duration) {
-        let _ = tokio::time::timeout(max, self.wake.notified()).await;
+        self.signals.idle(max).await;
     }
 
     /// Applies every committed record after the stored position; returns the new
     /// position (the first `seq` not applied).
     pub async fn catch_up(&self) -> anyhow::Result<u64> {
-        loop {
-            let head = self.reader.head().await?.next_seq;
-            let position = self.position().await?;
-            if position >= head {
-                return Ok(position);
-            }
-            self.batch(position, head).await?;
-            self.advanced.notify_waiters();
-        }
+        self.signals
+            .catch_up(
+                || self.position(),
+                |from| async move {
+                    let head = self.reader.head().await?.next_seq;
+                    Ok((from < head).then_some(head))
+                },
+                |from, head| self.batch(from, head),
+            )
+            .await
     }
 
     /// Waits until the projection has applied every record below `seq`, or `timeout`.
     pub async fn wait_for(&self, seq: u64, timeout: Duration) -> anyhow::Result<bool> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let advanced = self.advanced.notified();
-            if self.position().await? >= seq {
-                return Ok(true);
-            }
-            self.nudge();
-            if tokio::time::timeout_at(deadline, advanced).await.is_err() {
-                return Ok(self.position().await? >= seq);
-            }
-        }
+        self.signals
+            .wait_for(seq, timeout, || self.position())
+            .await
     }
 
     /// How many tokens are sealed.

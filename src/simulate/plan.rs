@@ -950,7 +950,10 @@ impl Builder<'_> {
         self.login(&tx_b);
         self.complete(&tx_b);
         if reuse {
-            let expect = Expect::refused(codes::MITID_TRANSFER_TOKEN_EXCHANGE_CODE_ALREADY_USED);
+            let expect = Expect::Refused {
+                error_description: codes::MITID_TRANSFER_TOKEN_EXCHANGE_CODE_ALREADY_USED,
+                recorded: true,
+            };
             self.push(
                 Action::TransferExchange,
                 &tx_b,
@@ -961,7 +964,10 @@ impl Builder<'_> {
         }
         if unknown {
             let path = format!("/v1/transfers/{}/exchange", self.rng.uuid());
-            let expect = Expect::refused(codes::MITID_INVALID_TRANSFER_TOKEN_CODE);
+            let expect = Expect::Refused {
+                error_description: codes::MITID_INVALID_TRANSFER_TOKEN_CODE,
+                recorded: true,
+            };
             self.push(Action::TransferExchange, &tx_b, path, exchange, expect);
         }
     }

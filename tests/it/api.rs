@@ -87,6 +87,7 @@ async fn openapi_document_and_swagger_ui() {
         "/v1/transactions/{transaction_id}/token",
         "/.well-known/jwks.json",
         "/v1/audit/records",
+        "/v1/reports/compliance",
     ];
     let paths = doc["paths"].as_object().unwrap();
     // Plus `POST /v1/log/checkpoints`, which takes no body, and `POST /v1/exports`,
@@ -104,6 +105,8 @@ async fn openapi_document_and_swagger_ui() {
     assert_eq!(export["security"][0]["bearer"], json!([]));
     assert!(export["responses"]["200"]["content"]["application/x-tar"].is_object());
     assert!(export["responses"]["400"].is_object());
+    let report = &doc["paths"]["/v1/reports/compliance"]["get"];
+    assert!(report["responses"]["503"].is_object());
     for path in reads {
         let op = &doc["paths"][path]["get"];
         assert!(op["responses"]["200"].is_object(), "{path}");

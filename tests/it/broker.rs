@@ -104,6 +104,32 @@ impl Broker {
         assert_eq!(self.count().await, before, "{path}: nothing appended");
     }
 
+    /// Refused like [`Self::refused`], but the refusal is recorded: exactly one record,
+    /// of `event_type`, whose `error_description` is the answer's. Returns its data.
+    async fn refused_recorded(
+        &self,
+        path: &str,
+        body: Value,
+        description: &str,
+        field: Option<&str>,
+        event_type: &str,
+    ) -> Value {
+        let before = self.count().await;
+        let (status, out) = self.post(path, body.clone()).await;
+        assert_eq!(status, 400, "{path} {body}: {out}");
+        assert_eq!(out["error_description"], description, "{path}: {out}");
+        assert_eq!(out["field"].as_str(), field, "{path}: {out}");
+        assert_eq!(
+            self.count().await,
+            before + 1,
+            "{path}: the refusal is recorded"
+        );
+        let last = self.records().await.pop().unwrap();
+        assert_eq!(last["type"], event_type);
+        assert_eq!(last["data"]["error_description"], description);
+        last["data"].clone()
+    }
+
     async fn count(&self) -> u64 {
         let reader = vidne::ledger::Reader::new(self.db.pool(1).await);
         let n = reader.count().await.unwrap();
@@ -506,30 +532,47 @@ async fn controlled_transfer(backend: Backend) {
                       "session_id": "s-b", "transaction_id": "tx-b1"});
     let mut wrong = body.clone();
     wrong["transfer_token_text"] = "Welcome from B".into();
+    let refused = "transfer.exchange_refused";
+    let data = b
+        .refused_recorded(
+            &exchange,
+            wrong,
+            "transfer_token_text_mismatch",
+            Some("transfer_token_text"),
+            refused,
+        )
+        .await;
+    assert_eq!(data["client_id"], "sp-b");
+    assert_eq!(data["code"], CODE);
+    assert!(
+        !data.to_string().contains("Welcome from B"),
+        "the text tried is not recorded: {data}"
+    );
+    // Bad input (an empty text) is refused and not recorded.
+    let mut empty = body.clone();
+    empty["transfer_token_text"] = "".into();
     b.refused(
         &exchange,
-        wrong,
-        "transfer_token_text_mismatch",
+        empty,
+        "must not be empty",
         Some("transfer_token_text"),
     )
     .await;
     let out = b.ok(&exchange, body.clone()).await;
     assert_eq!(types(&out), ["transfer.code_exchanged"]);
-    assert_eq!(out["records"][0]["stream_seq"], 2);
+    assert_eq!(out["records"][0]["stream_seq"], 3);
     // Reused: refused with the seed's code.
-    b.refused(
-        &exchange,
-        body.clone(),
-        "mitid_transfer_token_exchange_code_already_used",
-        Some("code"),
-    )
-    .await;
+    let used = "mitid_transfer_token_exchange_code_already_used";
+    b.refused_recorded(&exchange, body.clone(), used, Some("code"), refused)
+        .await;
     // Unknown.
-    b.refused(
+    let invalid = "mitid_invalid_transfer_token_code";
+    b.refused_recorded(
         "/v1/transfers/00000000-0000-0000-0000-000000000000/exchange",
         body.clone(),
-        "mitid_invalid_transfer_token_code",
+        invalid,
         Some("code"),
+        refused,
     )
     .await;
     // Expired: a code valid for one second, exchanged after it.
@@ -540,11 +583,12 @@ async fn controlled_transfer(backend: Backend) {
         .into();
     b.ok(&format!("{s}/transfers"), short).await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    b.refused(
+    b.refused_recorded(
         "/v1/transfers/short-lived/exchange",
         body.clone(),
-        "mitid_invalid_transfer_token_code",
+        invalid,
         Some("code"),
+        refused,
     )
     .await;
     // Issuing needs a MitID session that is open.

@@ -12,6 +12,7 @@ mod export;
 mod fixture;
 mod interop;
 mod log;
+mod reports;
 mod sealed;
 mod service;
 mod simulate;
