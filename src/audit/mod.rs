@@ -150,9 +150,13 @@ impl AuditLog {
             if let Some(s) = &f.stream {
                 q.push(" AND r.stream = ").push_bind(s.to_string());
             }
+            // With a client, its type and IdP are asked of audit_clients, whose indexes
+            // answer those combinations in `seq` order.
+            let of = if client.is_some() { "c" } else { "a" };
+            let (event_type, idp) = (format!("{of}.event_type"), format!("{of}.idp"));
             let columns = [
-                ("a.event_type", f.event_type.as_ref().map(|t| t.as_str().to_owned())),
-                ("a.idp", f.idp.map(|i| i.as_str().to_owned())),
+                (event_type.as_str(), f.event_type.as_ref().map(|t| t.as_str().to_owned())),
+                (idp.as_str(), f.idp.map(|i| i.as_str().to_owned())),
                 ("a.transaction_id", f.transaction_id.as_ref().map(|t| t.to_string())),
                 ("a.subject_key", f.subject.as_ref().map(|s| s.as_str().to_owned())),
                 ("a.cpr_ref", f.cpr_ref.as_ref().map(|c| c.as_str().to_owned())),

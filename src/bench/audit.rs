@@ -180,7 +180,10 @@ async fn draw(db: &Db, below_seq: u64, need_cpr: bool) -> anyhow::Result<Drawn> 
             subject_key: row.4,
             cpr_ref: row.5,
         };
-        if d.subject_key.is_some() && (!need_cpr || d.cpr_ref.is_some()) {
+        if d.subject_key.is_some()
+            && d.transaction_id.is_some()
+            && (!need_cpr || d.cpr_ref.is_some())
+        {
             return Ok(d);
         }
     }
@@ -217,6 +220,16 @@ fn params(mix: &str, d: &Drawn, size: u64) -> (Vec<(&'static str, String)>, Opti
             p.push(("client_id", client(c)));
             p.push(("idp", IDPS[((c + 1) % 8) as usize].into()));
         }
+        "type + idp (matches nothing)" => {
+            // CPR matches are MitID's alone.
+            p.push(("type", "session.cpr_match_completed".into()));
+            p.push(("idp", IDPS[1 + (c % 7) as usize].into()));
+        }
+        "client_id + type + idp" => {
+            p.push(("client_id", client(c)));
+            p.push(("type", "session.login_completed".into()));
+            p.push(("idp", IDPS[(c % 8) as usize].into()));
+        }
         "client_id + 1 minute" => {
             p.push(("client_id", client(c)));
             p.extend(minute());
@@ -247,6 +260,8 @@ const MIXES: &[&str] = &[
     "client_id, deep page",
     "client_id + type",
     "client_id + idp (matches nothing)",
+    "type + idp (matches nothing)",
+    "client_id + type + idp",
     "client_id + 1 minute",
     "idp + 1 minute",
     "transaction_id",

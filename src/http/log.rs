@@ -149,10 +149,12 @@ pub async fn record(
 ) -> Result<HttpResponse, ApiError> {
     let seq = seq.into_inner();
     const MISSING: ApiError = ApiError::Missing("no record at this seq");
+    let row = state.reader.get(seq).await?.ok_or(MISSING)?;
     if let Some(own) = &reader.own {
         // Another SP's record is answered as if there were none.
-        let index = state.audit.index();
-        index
+        state
+            .audit
+            .index()
             .wait_for(seq.saturating_add(1), INDEX_WAIT)
             .await
             .map_err(ApiError::Internal)?;
@@ -165,7 +167,6 @@ pub async fn record(
             return Err(MISSING);
         }
     }
-    let row = state.reader.get(seq).await?.ok_or(MISSING)?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(row.canonical))

@@ -25,6 +25,49 @@ pub(crate) async fn position(db: &crate::db::Db, name: &str) -> anyhow::Result<u
     Ok(row.map_or(0, |(n,)| n.max(0) as u64))
 }
 
+/// The batch after `from`, up to the ledger's head, if any record is past `from`.
+pub(crate) async fn to_head(
+    reader: &crate::ledger::Reader,
+    from: u64,
+) -> anyhow::Result<Option<u64>> {
+    let head = reader.head().await?.next_seq;
+    Ok((from < head).then_some(head))
+}
+
+/// In a batch's transaction: takes projection `$name`'s position row (the write locks the
+/// row on PostgreSQL, the database on SQLite, until commit) and says whether the position
+/// is still `$from` under that lock; `false` when another process applied the batch.
+macro_rules! claim_position {
+    ($tx:expr, $name:expr, $from:expr) => {{
+        sqlx::query(
+            "INSERT INTO projection_positions (name, next_seq) VALUES ($1, 0) \
+             ON CONFLICT (name) DO UPDATE SET next_seq = projection_positions.next_seq",
+        )
+        .bind($name)
+        .execute(&mut *$tx)
+        .await?;
+        let (now,): (i64,) =
+            sqlx::query_as("SELECT next_seq FROM projection_positions WHERE name = $1")
+                .bind($name)
+                .fetch_one(&mut *$tx)
+                .await?;
+        now.max(0) as u64 == $from
+    }};
+}
+pub(crate) use claim_position;
+
+/// In a batch's transaction: moves projection `$name`'s position to `$to`.
+macro_rules! set_position {
+    ($tx:expr, $name:expr, $to:expr) => {
+        sqlx::query("UPDATE projection_positions SET next_seq = $2 WHERE name = $1")
+            .bind($name)
+            .bind(i64::try_from($to)?)
+            .execute(&mut *$tx)
+            .await?
+    };
+}
+pub(crate) use set_position;
+
 /// What a projection's follower and its readers share: a nudge to look now rather than
 /// at the next poll, and word that the projection advanced.
 #[derive(Clone, Default)]

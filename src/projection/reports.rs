@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{AuditIndex, Signals};
+use super::{claim_position, set_position, AuditIndex, Signals};
 use crate::db::Db;
 use crate::domain::report::{tally, Announced, Metric, CONTEXT_TYPES, READ_TYPES};
 use crate::ledger::Reader;
@@ -177,19 +177,7 @@ impl Reports {
         let counts: Vec<(Key, u64)> = counts.into_iter().collect();
         crate::on_pool!(&self.db, p => {
             let mut tx = p.begin().await?;
-            sqlx::query(
-                "INSERT INTO projection_positions (name, next_seq) VALUES ($1, 0) \
-                 ON CONFLICT (name) DO UPDATE SET next_seq = projection_positions.next_seq",
-            )
-            .bind(NAME)
-            .execute(&mut *tx)
-            .await?;
-            let (now,): (i64,) =
-                sqlx::query_as("SELECT next_seq FROM projection_positions WHERE name = $1")
-                    .bind(NAME)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            if now.max(0) as u64 != from {
+            if !claim_position!(tx, NAME, from) {
                 return Ok(()); // another process counted these meanwhile
             }
             for chunk in counts.chunks(INSERT_ROWS) {
@@ -209,11 +197,7 @@ impl Reports {
                 );
                 insert.build().execute(&mut *tx).await?;
             }
-            sqlx::query("UPDATE projection_positions SET next_seq = $2 WHERE name = $1")
-                .bind(NAME)
-                .bind(i64::try_from(to)?)
-                .execute(&mut *tx)
-                .await?;
+            set_position!(tx, NAME, to);
             tx.commit().await?;
         });
         Ok(())

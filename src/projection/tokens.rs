@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::Signals;
+use super::{claim_position, set_position, Signals};
 use crate::db::Db;
 use crate::domain::session::SessionEvent;
 use crate::domain::token::{RecordRef, SealedClaims, SessionTokens, TokenContext};
@@ -187,10 +187,7 @@ impl TokenProjection {
         self.signals
             .catch_up(
                 || self.position(),
-                |from| async move {
-                    let head = self.reader.head().await?.next_seq;
-                    Ok((from < head).then_some(head))
-                },
+                |from| super::to_head(&self.reader, from),
                 |from, head| self.batch(from, head),
             )
             .await
@@ -271,23 +268,8 @@ impl TokenProjection {
         let rows = self.reader.range(from, head - 1, BATCH).await?;
         crate::on_pool!(&self.db, p => {
             let mut tx = p.begin().await?;
-            // The write comes first: it takes the row (PostgreSQL) or the database
-            // (SQLite) for this batch, and the position is read under that lock.
-            sqlx::query(
-                "INSERT INTO projection_positions (name, next_seq) VALUES ($1, 0) \
-                 ON CONFLICT (name) DO UPDATE SET next_seq = projection_positions.next_seq",
-            )
-            .bind(NAME)
-            .execute(&mut *tx)
-            .await?;
-            let (from_now,): (i64,) =
-                sqlx::query_as("SELECT next_seq FROM projection_positions WHERE name = $1")
-                    .bind(NAME)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            if from_now.max(0) as u64 != from {
-                // Another process applied these records meanwhile.
-                return Ok(());
+            if !claim_position!(tx, NAME, from) {
+                return Ok(()); // another process applied these meanwhile
             }
             let mut sessions: HashMap<SessionId, SessionTokens> = HashMap::new();
             let mut next = from;
@@ -333,11 +315,7 @@ impl TokenProjection {
                     .await?;
                 }
             }
-            sqlx::query("UPDATE projection_positions SET next_seq = $2 WHERE name = $1")
-                .bind(NAME)
-                .bind(i64::try_from(next)?)
-                .execute(&mut *tx)
-                .await?;
+            set_position!(tx, NAME, next);
             tx.commit().await?;
         });
         Ok(())
