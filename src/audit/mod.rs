@@ -143,10 +143,17 @@ impl AuditLog {
                 q.push(" JOIN audit_clients c ON c.seq = a.seq AND c.client_id = ")
                     .push_bind(c.clone());
             }
-            q.push(" WHERE a.seq >= ")
-                .push_bind(i64::try_from(start)?)
-                .push(" AND a.seq < ")
-                .push_bind(i64::try_from(end)?);
+            // The range is stated on every table joined: planners carry equalities
+            // across a join, not ranges. Without it on `r` a merge join read the ledger
+            // from `seq` 0 up to the range (2.7 s for a page at 5,000,000 on PostgreSQL),
+            // and without it on `c` a page deep in a client's records read all before
+            // it (450 ms).
+            let (start, end) = (i64::try_from(start)?, i64::try_from(end)?);
+            q.push(" WHERE a.seq >= ").push_bind(start).push(" AND a.seq < ").push_bind(end);
+            q.push(" AND r.seq >= ").push_bind(start).push(" AND r.seq < ").push_bind(end);
+            if client.is_some() {
+                q.push(" AND c.seq >= ").push_bind(start).push(" AND c.seq < ").push_bind(end);
+            }
             if let Some(s) = &f.stream {
                 q.push(" AND r.stream = ").push_bind(s.to_string());
             }
@@ -167,7 +174,11 @@ impl AuditLog {
                 }
             }
             q.push(" ORDER BY a.seq LIMIT ").push_bind(i64::from(limit));
-            q.build_query_as().fetch_all(p).await?
+            // Not a prepared statement kept for reuse: PostgreSQL would soon plan it once
+            // for any values, and a generic plan for `type = $ AND idp = $` walked the
+            // whole index (seconds at 10,000,000 records) where the values' own plan
+            // reads one index entry.
+            q.build_query_as().persistent(false).fetch_all(p).await?
         });
         Ok(rows
             .into_iter()
