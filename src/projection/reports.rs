@@ -50,8 +50,9 @@ pub struct Reports {
     signals: Signals,
 }
 
-fn type_list() -> String {
-    READ_TYPES
+/// `'a', 'b'`: a list of the event types above (constants, not input) for `IN (…)`.
+fn sql_list(types: &[&str]) -> String {
+    types
         .iter()
         .map(|t| format!("'{t}'"))
         .collect::<Vec<_>>()
@@ -116,11 +117,7 @@ impl Reports {
 
     /// The maintenance windows and client environments recorded below `to`.
     async fn announced(&self, to: u64) -> anyhow::Result<Announced> {
-        let types = CONTEXT_TYPES
-            .iter()
-            .map(|t| format!("'{t}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let types = sql_list(CONTEXT_TYPES);
         let sql = format!(
             "SELECT r.seq, r.event_type, r.canonical FROM audit_index a \
              JOIN ledger_records r ON r.seq = a.seq \
@@ -146,7 +143,7 @@ impl Reports {
              FROM ledger_records r JOIN audit_clients c ON c.seq = r.seq \
              WHERE r.seq >= $1 AND r.seq < $2 AND r.event_type IN ({}) \
              ORDER BY r.seq, c.client_id",
-            type_list()
+            sql_list(READ_TYPES)
         );
         let mut counts: BTreeMap<Key, u64> = BTreeMap::new();
         let mut page_from = from;
