@@ -90,17 +90,6 @@ impl AuditLog {
         Ok(lo)
     }
 
-    /// Whether the audit index attributes the record at `seq` to `client`.
-    pub async fn concerns(&self, client: &ClientId, seq: u64) -> anyhow::Result<bool> {
-        let sql = "SELECT 1 FROM audit_clients WHERE client_id = $1 AND seq = $2";
-        let row: Option<(i32,)> = crate::on_pool!(&self.db, p => sqlx::query_as(sql)
-            .bind(client.as_str())
-            .bind(i64::try_from(seq)?)
-            .fetch_optional(p)
-            .await?);
-        Ok(row.is_some())
-    }
-
     /// One page of the records `search` asks for.
     pub async fn search(&self, search: &Search<'_>) -> anyhow::Result<Page> {
         let (start, end) = self.bounds(search.filter).await?;
