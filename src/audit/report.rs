@@ -185,11 +185,7 @@ impl ComplianceReport {
             let _ = writeln!(h, "<h2>SP client {}</h2>", esc(&c.client_id));
             for metric in Metric::ALL {
                 let keys = c.totals.get(&metric).cloned().unwrap_or_default();
-                let total: u64 = if metric == Metric::CprMatches {
-                    keys.get("attempt").copied().unwrap_or(0)
-                } else {
-                    keys.values().sum()
-                };
+                let total = headline(metric, &keys);
                 let _ = writeln!(h, "<h3>{} ({total})</h3>", title(metric));
                 if keys.is_empty() {
                     h.push_str("<p>None.</p>\n");
@@ -227,13 +223,7 @@ impl ComplianceReport {
                 for (month, counts) in &c.months {
                     let _ = write!(h, "<tr><td>{}</td>", esc(month));
                     for metric in Metric::ALL {
-                        let n: u64 = counts.get(&metric).map_or(0, |k| {
-                            if metric == Metric::CprMatches {
-                                k.get("attempt").copied().unwrap_or(0)
-                            } else {
-                                k.values().sum()
-                            }
-                        });
+                        let n = counts.get(&metric).map_or(0, |k| headline(metric, k));
                         let _ = write!(h, "<td class=\"n\">{n}</td>");
                     }
                     h.push_str("</tr>\n");
@@ -243,6 +233,16 @@ impl ComplianceReport {
         }
         h.push_str("</body></html>\n");
         h
+    }
+}
+
+/// One number for a family: its keys' sum, but a CPR match counts under `attempt` and
+/// again under its outcome, so its number is the attempts.
+fn headline(metric: Metric, keys: &BTreeMap<String, u64>) -> u64 {
+    if metric == Metric::CprMatches {
+        keys.get("attempt").copied().unwrap_or(0)
+    } else {
+        keys.values().sum()
     }
 }
 
