@@ -90,6 +90,26 @@ impl AuditLog {
         Ok(lo)
     }
 
+    /// Whether `client` may read the record at `seq`: the audit index attributes it to
+    /// the client, or one of the client's tokens binds it (an SSO reuse binds the
+    /// session's earlier login, another SP's record). `None` while the index has not
+    /// reached `seq` and no token binds it: not known yet.
+    pub async fn may_read(&self, client: &ClientId, seq: u64) -> anyhow::Result<Option<bool>> {
+        let at = i64::try_from(seq)?;
+        let sql = "SELECT 1 FROM token_records WHERE client_id = $1 AND seq = $2 \
+                   UNION ALL SELECT 1 FROM audit_clients WHERE client_id = $1 AND seq = $2";
+        let row: Option<(i32,)> = crate::on_pool!(&self.db, p => sqlx::query_as(sql)
+            .bind(client.as_str())
+            .bind(at)
+            .fetch_optional(p)
+            .await?);
+        if row.is_some() {
+            return Ok(Some(true));
+        }
+        let indexed = self.index.position().await? > seq;
+        Ok(indexed.then_some(false))
+    }
+
     /// One page of the records `search` asks for.
     pub async fn search(&self, search: &Search<'_>) -> anyhow::Result<Page> {
         let (start, end) = self.bounds(search.filter).await?;

@@ -43,6 +43,8 @@ pub struct SealedClaims {
     pub environment: Option<Environment>,
     /// The `seq` of the `session.transaction_completed` record.
     pub completed_seq: u64,
+    /// The `seq`s of the records the token binds (its `ledger.records`), ascending.
+    pub bound: Vec<u64>,
     pub claims: Map<String, Value>,
 }
 
@@ -179,7 +181,10 @@ impl SessionTokens {
                 let tx = (&e.transaction_id, &e.client_id);
                 return Some(seal(session_id, tx, e.at, record.seq, draft, ctx));
             }
-            E::LoggedOut(_) => self.open.clear(),
+            E::LoggedOut(_) => {
+                self.open.clear();
+                self.login = None;
+            }
         }
         None
     }
@@ -200,9 +205,11 @@ impl SessionTokens {
             .push(record);
     }
 
-    /// Whether nothing is pending: the projection may forget the session.
+    /// Whether nothing is pending and no login may be reused: the projection may forget
+    /// the session. A login is kept until the logout, for an SSO reuse in a later
+    /// transaction (possibly of another SP) to seal.
     pub fn is_idle(&self) -> bool {
-        self.open.is_empty()
+        self.open.is_empty() && self.login.is_none()
     }
 }
 
@@ -293,6 +300,7 @@ fn seal(
         client_id: client_id.clone(),
         environment: draft.environment,
         completed_seq,
+        bound: draft.records.iter().map(|r| r.seq).collect(),
         claims: c,
     }
 }

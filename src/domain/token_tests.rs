@@ -198,7 +198,10 @@ fn a_mitid_transaction_seals_its_login_signing_and_cpr_match() {
     // No CPR, not even its reference.
     assert!(!c.to_string().contains(cpr_ref().as_str()), "{c}");
     assert!(!c.to_string().contains("0101904286"), "{c}");
-    assert!(state.is_idle());
+    assert!(
+        !state.is_idle(),
+        "the login is kept: a later transaction may reuse it (SSO)"
+    );
 }
 
 #[test]
@@ -211,6 +214,9 @@ fn one_action_is_a_string_and_sso_reuse_seals_the_login_it_reuses() {
     ];
     let seal = fold(&mut state, 0, &first).remove(0);
     assert_eq!(seal.claims["transaction_actions"], "mitid.login");
+    // The projection stores the state between batches: the login survives it.
+    let json = serde_json::to_string(&state).unwrap();
+    let mut state: SessionTokens = serde_json::from_str(&json).unwrap();
 
     let reuse = [
         started("t2", "sp-b", Idp::Mitid),

@@ -23,6 +23,9 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("this API key's role may not do this")]
     Forbidden,
+    /// 403 with the reason.
+    #[error("{0}")]
+    ForbiddenBecause(&'static str),
     #[error("no such resource")]
     NotFound,
     /// 404 with the reason, where "no such resource" would leave the caller guessing.
@@ -118,7 +121,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::ForbiddenBecause(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -147,7 +150,7 @@ impl ResponseError for ApiError {
         let (code, field) = match self {
             ApiError::BadRequest { code, field, .. } => (*code, field.as_deref()),
             ApiError::Unauthorized(_) => ("unauthorized", None),
-            ApiError::Forbidden => ("forbidden", None),
+            ApiError::Forbidden | ApiError::ForbiddenBecause(_) => ("forbidden", None),
             ApiError::NotFound | ApiError::Missing(_) => ("not_found", None),
             ApiError::Upstream(_) => ("upstream_error", None),
             ApiError::Conflict(_) => ("conflict", None),

@@ -20,6 +20,7 @@ use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::auth::{Principal, Role};
 use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::domain::values::ClientId;
 use crate::merkle::tile_path::{TileKind, TilePath};
 use crate::merkle::{proof, ProofError, TILE_WIDTH};
 use crate::spec::hash::Hash32;
@@ -50,8 +51,19 @@ pub fn reads_log(role: &Role) -> bool {
     matches!(role, Role::Auditor | Role::Sp(_))
 }
 
-/// Leave to read the log: anyone's when it is public, else an auditor or SP key's.
-pub struct LogReader;
+/// Leave to read the log: anyone's when it is public, else an auditor or SP key's. An
+/// SP key (on a log that is not public) reads only its own records and those its tokens
+/// bind: `own` names its client, and routes that hand out records hold it to them.
+pub struct LogReader {
+    own: Option<ClientId>,
+}
+
+/// Entry bundles hold every SP's records.
+const ENTRIES_NOT_FOR_SP: &str =
+    "entry bundles hold every SP's records; an SP key reads its own at /v1/audit/records";
+/// How long a record's read waits for the audit index to say whose it is.
+const INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const INDEX_BEHIND: &str = "the audit index has not yet reached this record; try again";
 
 impl FromRequest for LogReader {
     type Error = ApiError;
@@ -63,10 +75,17 @@ impl FromRequest for LogReader {
             .is_some_and(|s| s.log.public);
         let principal = Principal::from_request(req, payload);
         Box::pin(async move {
-            if !public {
-                require(&principal.await?, reads_log)?;
+            if public {
+                return Ok(LogReader { own: None });
             }
-            Ok(LogReader)
+            let principal = principal.await?;
+            require(&principal, reads_log)?;
+            Ok(LogReader {
+                own: match principal.role {
+                    Role::Sp(client) => Some(client),
+                    _ => None,
+                },
+            })
         })
     }
 }
@@ -120,20 +139,35 @@ fn note(c: &Checkpoint, cache: CacheControl) -> HttpResponse {
         (status = 400, description = "`seq` is not a number", body = ErrorBody),
         (status = 401, description = "No or unknown key (unless the log is public)", body = ErrorBody),
         (status = 403, description = "Not an auditor or SP key", body = ErrorBody),
-        (status = 404, description = "No record at `seq`", body = ErrorBody),
+        (status = 404, description = "No record at `seq` (for an SP key: none of its own or bound by its tokens)", body = ErrorBody),
+        (status = 503, description = "SP key: the audit index has not yet reached `seq`", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn record(
-    _: LogReader,
+    reader: LogReader,
     state: web::Data<AppState>,
     seq: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = state
-        .reader
-        .get(seq.into_inner())
-        .await?
-        .ok_or(ApiError::Missing("no record at this seq"))?;
+    let seq = seq.into_inner();
+    const MISSING: ApiError = ApiError::Missing("no record at this seq");
+    let row = state.reader.get(seq).await?.ok_or(MISSING)?;
+    if let Some(own) = &reader.own {
+        // Another SP's record is answered as if there were none.
+        let audit = &state.audit;
+        let mut may = audit.may_read(own, seq).await.map_err(ApiError::Internal)?;
+        if may.is_none() {
+            let index = audit.index();
+            let wait = index.wait_for(seq.saturating_add(1), INDEX_WAIT);
+            wait.await.map_err(ApiError::Internal)?;
+            may = audit.may_read(own, seq).await.map_err(ApiError::Internal)?;
+        }
+        match may {
+            Some(true) => {}
+            Some(false) => return Err(MISSING),
+            None => return Err(ApiError::NotReady(INDEX_BEHIND)),
+        }
+    }
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(row.canonical))
@@ -383,9 +417,11 @@ pub async fn consistency(
 
 /// C2SP tlog-tiles: hash tiles `tile/<L>/<N>[.p/<W>]` and entry bundles
 /// `tile/entries/<N>[.p/<W>]` (records' canonical bytes, each after its length as a
-/// big-endian u16). Served once the log holds all of the tile; immutable after.
+/// big-endian u16). Served once the log holds all of the tile; immutable after. Entry
+/// bundles hold every SP's records, so an SP key gets hash tiles only (unless the log is
+/// public).
 pub async fn tile(
-    _: LogReader,
+    reader: LogReader,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -394,6 +430,9 @@ pub async fn tile(
         description: reason,
         field: Some("path".into()),
     })?;
+    if reader.own.is_some() && matches!(tile.kind, TileKind::Entries) {
+        return Err(ApiError::ForbiddenBecause(ENTRIES_NOT_FOR_SP));
+    }
     let start = tile.index.saturating_mul(TILE_WIDTH);
     let end = start.saturating_add(tile.width);
     let body = match tile.kind {

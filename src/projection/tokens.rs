@@ -156,6 +156,20 @@ macro_rules! store_token {
         .bind(&token.alg)
         .execute(&mut *$tx)
         .await?;
+        // What the token binds, so its SP may read those records (migration 0009).
+        let bound = sealed
+            .bound
+            .iter()
+            .map(|seq| i64::try_from(*seq))
+            .collect::<Result<Vec<_>, _>>()?;
+        for chunk in bound.chunks(500) {
+            let mut insert = sqlx::QueryBuilder::new("INSERT INTO token_records (client_id, seq) ");
+            insert.push_values(chunk, |mut b, seq| {
+                b.push_bind(sealed.client_id.as_str()).push_bind(*seq);
+            });
+            insert.push(" ON CONFLICT DO NOTHING");
+            insert.build().execute(&mut *$tx).await?;
+        }
     }};
 }
 
@@ -220,6 +234,7 @@ impl TokenProjection {
             let mut tx = p.begin().await?;
             for sql in [
                 "DELETE FROM transaction_tokens",
+                "DELETE FROM token_records",
                 "DELETE FROM token_sessions",
                 "DELETE FROM projection_positions WHERE name = 'transaction_tokens'",
             ] {

@@ -1068,6 +1068,14 @@ async fn check_token(
             claims.get("transaction_id")
         ));
     }
+    // A transaction completes only once authenticated (a login or an SSO reuse).
+    if claims.get("sub").and_then(Value::as_str).is_none() {
+        return Err(
+            "no sub: the token names nobody, though its transaction was \
+                    authenticated"
+                .into(),
+        );
+    }
     token::check_binding(claims, lookup, None)
         .await
         .map_err(|e| e.to_string())?;

@@ -61,16 +61,35 @@ impl HttpLedger {
     }
 }
 
+/// How many times a 503 (the service's audit index not yet at the record) is retried.
+const RETRIES: u32 = 5;
+
 impl LedgerLookup for HttpLedger {
     async fn record_hash(&self, seq: u64) -> anyhow::Result<Option<[u8; 32]>> {
         let url = format!("{}/v1/log/records/{seq}", self.base);
-        let resp = self
-            .client
-            .get(&url)
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?;
+        let get = || async {
+            self.client
+                .get(&url)
+                .bearer_auth(&self.key)
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("GET {url}: {e}"))
+        };
+        let mut resp = get().await?;
+        for _ in 0..RETRIES {
+            if resp.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                break;
+            }
+            // Waits as long as Retry-After says, within 1 to 5 s.
+            let wait = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .unwrap_or(1)
+                .clamp(1, 5);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            resp = get().await?;
+        }
         match resp.status().as_u16() {
             200 => {
                 let bytes = resp

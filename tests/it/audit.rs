@@ -142,6 +142,16 @@ impl Api {
     }
 }
 
+/// Every `(client_id, seq)` of `token_records`.
+async fn token_records(db: &TestDb) -> Vec<(String, u64)> {
+    let sql = "SELECT client_id, seq FROM token_records ORDER BY client_id, seq";
+    let rows: Vec<(String, i64)> = match db.pool(1).await {
+        vidne::db::Db::Postgres(p) => sqlx::query_as(sql).fetch_all(&p).await.unwrap(),
+        vidne::db::Db::Sqlite(p) => sqlx::query_as(sql).fetch_all(&p).await.unwrap(),
+    };
+    rows.into_iter().map(|(c, s)| (c, s as u64)).collect()
+}
+
 fn seqs(records: &[Value]) -> Vec<u64> {
     records.iter().map(|r| r["seq"].as_u64().unwrap()).collect()
 }
@@ -376,6 +386,90 @@ async fn audit_queries_answer_exactly_the_attributed_records(backend: Backend) {
         (400, Some("client_id")),
         "{body}"
     );
+    // Nor read another SP's record through the log's routes: its own record is served,
+    // another's is answered as missing, and entry bundles (everyone's records) refused.
+    let read = |key: String, path: String| {
+        let (http, base) = (api.http.clone(), base.clone());
+        async move {
+            let resp = http
+                .get(format!("{base}{path}"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.bytes().await.unwrap())
+        }
+    };
+    let mine = of_client[0];
+    let theirs = records
+        .iter()
+        .find(|r| !clients[&r.seq].contains(&client) && !clients[&r.seq].is_empty())
+        .unwrap()
+        .seq;
+    let (status, body) = read(sp.clone(), format!("/v1/log/records/{mine}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, records[mine as usize].canonical.as_bytes());
+    let (status, _) = read(sp.clone(), format!("/v1/log/records/{theirs}")).await;
+    assert_eq!(status, 404, "another SP's record");
+    let (status, _) = read(auditor.clone(), format!("/v1/log/records/{theirs}")).await;
+    assert_eq!(status, 200, "an auditor reads every record");
+    let (status, _) = read(sp.clone(), "/tile/entries/000".into()).await;
+    assert_eq!(status, 403, "entry bundles hold every SP's records");
+    let (status, _) = read(sp.clone(), "/tile/0/000.p/8".into()).await;
+    assert_eq!(status, 200, "hash tiles (for proofs) stay readable");
+    // But an SP reads the records its tokens bind: an SSO reuse binds the session's
+    // earlier login, made in another SP's transaction.
+    let (reuse, login) = records
+        .iter()
+        .filter(|r| r.event_type == "session.sso_reused")
+        .find_map(|r| {
+            let login = records[..r.seq as usize]
+                .iter()
+                .rev()
+                .find(|l| l.stream == r.stream && l.event_type == "session.login_completed")?;
+            let reuser = clients[&r.seq].iter().next()?;
+            let completed = records.iter().any(|c| {
+                c.event_type == "session.transaction_completed"
+                    && c.stream == r.stream
+                    && c.data["transaction_id"] == r.data["transaction_id"]
+            });
+            (completed && !clients[&login.seq].contains(reuser)).then_some((r, login))
+        })
+        .expect("the plan reuses a session of another SP in a completed transaction");
+    let reuser = clients[&reuse.seq].iter().next().unwrap();
+    let reuser_key = cli_key(&db, &format!("sp:{reuser}"));
+    let (status, body) = read(reuser_key.clone(), format!("/v1/log/records/{}", login.seq)).await;
+    assert_eq!(status, 200, "a login the SP's token binds");
+    assert_eq!(body, login.canonical.as_bytes());
+    let unbound = records
+        .iter()
+        .find(|r| {
+            r.stream == login.stream
+                && r.event_type == "session.transaction_started"
+                && !clients[&r.seq].contains(reuser)
+        })
+        .unwrap();
+    let (status, _) = read(reuser_key, format!("/v1/log/records/{}", unbound.seq)).await;
+    assert_eq!(
+        status, 404,
+        "the other SP's transaction's start is bound by no token of it"
+    );
+    // Migration 0009 fills token_records for tokens sealed before it as the projection
+    // writes them.
+    let written = token_records(&db).await;
+    assert!(written.contains(&(reuser.clone(), login.seq)));
+    let migration = std::fs::read_to_string(format!(
+        "migrations/{}/0009_token_records.sql",
+        match backend {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    ))
+    .unwrap();
+    let fill = &migration[migration.find("INSERT").unwrap()..];
+    db.exec(&format!("DELETE FROM token_records; {fill}")).await;
+    assert_eq!(token_records(&db).await, written);
+
     // Bad input names its field and appends nothing.
     let before = reader.head().await.unwrap().next_seq;
     for (q, field) in [
