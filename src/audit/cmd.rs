@@ -12,8 +12,8 @@ use super::AuditLog;
 use crate::checkpoint::{self, Checkpointer, LogKey};
 use crate::cli::DatabaseArg;
 use crate::db::{self, Db};
-use crate::domain::audit::AuditFilter;
-use crate::domain::values::{ClientId, Timestamp};
+use crate::domain::audit::{client_list, AuditFilter};
+use crate::domain::values::Timestamp;
 use crate::ledger::Reader;
 use crate::projection::AuditIndex;
 
@@ -31,8 +31,9 @@ pub struct ExportArgs {
     #[arg(long)]
     pub to_seq: Option<u64>,
     /// Only this SP client's records (a filtered export: each record with its proof).
-    #[arg(long)]
-    pub client_id: Option<String>,
+    /// Repeat it, or separate ids with commas, for several clients' records.
+    #[arg(long, value_name = "CLIENT_ID")]
+    pub client_id: Vec<String>,
     /// Only records at or after this RFC 3339 instant (filtered).
     #[arg(long)]
     pub from_time: Option<String>,
@@ -68,12 +69,10 @@ fn filter_of(a: &ExportArgs) -> anyhow::Result<AuditFilter> {
             .map_err(flag)
     };
     AuditFilter {
-        client_id: a
-            .client_id
-            .clone()
-            .map(ClientId::parse)
-            .transpose()
-            .map_err(flag)?,
+        client_ids: match a.client_id.as_slice() {
+            [] => Vec::new(),
+            given => client_list(given.join(",")).map_err(flag)?,
+        },
         from_time: time("from_time", &a.from_time)?,
         to_time: time("to_time", &a.to_time)?,
         from_seq: a.from_seq,

@@ -67,13 +67,35 @@ impl SubjectKey {
     }
 }
 
+/// The most SP clients one filter may name.
+pub const MAX_CLIENTS: usize = 100;
+
+/// `client_id`: one client, or several separated by commas (a client id has none);
+/// sorted and distinct.
+pub fn client_list(v: String) -> Result<Vec<ClientId>, FieldError> {
+    let mut list = v
+        .split(',')
+        .map(ClientId::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    list.sort();
+    list.dedup();
+    if list.len() > MAX_CLIENTS {
+        return Err(FieldError::new(
+            "client_id",
+            format!("names more than {MAX_CLIENTS} clients"),
+        ));
+    }
+    Ok(list)
+}
+
 /// Which records a query or export asks for. Times are `[from_time, to_time)`, `seq`s
 /// `[from_seq, to_seq]`, both by the ledger's own record `time` and `seq`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuditFilter {
     pub stream: Option<StreamId>,
     pub event_type: Option<EventType>,
-    pub client_id: Option<ClientId>,
+    /// Records of any of these SP clients (sorted, distinct); none: any record.
+    pub client_ids: Vec<ClientId>,
     pub idp: Option<Idp>,
     pub transaction_id: Option<TransactionId>,
     pub subject: Option<SubjectKey>,
@@ -131,7 +153,10 @@ impl AuditFilter {
         AuditFilter {
             stream: opt(get("stream"), StreamId::parse)?,
             event_type: opt(get("type"), EventType::parse)?,
-            client_id: opt(get("client_id"), ClientId::parse)?,
+            client_ids: get("client_id")
+                .map(client_list)
+                .transpose()?
+                .unwrap_or_default(),
             idp: opt(get("idp"), |v| Idp::parse(&v))?,
             transaction_id: opt(get("transaction_id"), TransactionId::parse)?,
             subject: opt(get("subject"), |v| SubjectKey::parse(&v))?,
@@ -150,7 +175,7 @@ impl AuditFilter {
         let AuditFilter {
             stream,
             event_type,
-            client_id,
+            client_ids,
             idp,
             transaction_id,
             subject,
@@ -162,7 +187,7 @@ impl AuditFilter {
         } = self;
         stream.is_some()
             || event_type.is_some()
-            || client_id.is_some()
+            || !client_ids.is_empty()
             || idp.is_some()
             || transaction_id.is_some()
             || subject.is_some()
@@ -182,7 +207,6 @@ impl AuditFilter {
         };
         put("stream", self.stream.as_ref().map(|s| s.to_string()));
         put("type", self.event_type.as_ref().map(|t| t.as_str().into()));
-        put("client_id", self.client_id.as_ref().map(|c| c.to_string()));
         put("idp", self.idp.map(|i| i.as_str().into()));
         put(
             "transaction_id",
@@ -192,6 +216,17 @@ impl AuditFilter {
         put("cpr_ref", self.cpr_ref.as_ref().map(|c| c.as_str().into()));
         put("from_time", self.from_time.map(Timestamp::to_rfc3339));
         put("to_time", self.to_time.map(Timestamp::to_rfc3339));
+        // One client as a string; several as an array.
+        match self.client_ids.as_slice() {
+            [] => {}
+            [one] => {
+                m.insert("client_id".into(), Value::from(one.as_str()));
+            }
+            several => {
+                let list = several.iter().map(|c| Value::from(c.as_str())).collect();
+                m.insert("client_id".into(), Value::Array(list));
+            }
+        }
         for (k, v) in [("from_seq", self.from_seq), ("to_seq", self.to_seq)] {
             if let Some(v) = v {
                 m.insert(k.into(), Value::from(v));
@@ -453,5 +488,24 @@ mod tests {
         };
         assert!(!only_seq.selects());
         assert_eq!(only_seq.to_json(), json!({"from_seq": 1}));
+    }
+
+    #[test]
+    fn client_id_names_one_client_or_several() {
+        let pepper = Pepper::new([7u8; 32]).unwrap();
+        let parse = |v: &str| {
+            let v = v.to_owned();
+            AuditFilter::from_params(|k| (k == "client_id").then(|| v.clone()), &pepper)
+        };
+        let one = parse("sp-a").unwrap();
+        assert_eq!(one.to_json(), json!({"client_id": "sp-a"}));
+        let two = parse("sp-b,sp-a,sp-b").unwrap();
+        assert!(two.selects());
+        assert_eq!(two.to_json(), json!({"client_id": ["sp-a", "sp-b"]}));
+        for bad in ["", "sp-a,", ",sp-a", "sp a"] {
+            assert_eq!(parse(bad).unwrap_err().field, "client_id", "{bad:?}");
+        }
+        let many: Vec<String> = (0..=MAX_CLIENTS).map(|i| format!("sp-{i}")).collect();
+        assert_eq!(parse(&many.join(",")).unwrap_err().field, "client_id");
     }
 }

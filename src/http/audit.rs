@@ -51,8 +51,8 @@ pub fn filter_of(
     scope: Option<&crate::domain::values::ClientId>,
 ) -> Result<AuditFilter, ApiError> {
     let filter = AuditFilter::from_params(|k| params.get(k).cloned(), &state.sessions.pepper)?;
-    if let (Some(own), Some(asked)) = (scope, &filter.client_id) {
-        if own != asked {
+    if let Some(own) = scope {
+        if filter.client_ids.iter().any(|asked| asked != own) {
             return Err(ApiError::BadRequest {
                 code: "invalid_request",
                 description: "an SP key sees only its own client's records".into(),
@@ -108,7 +108,7 @@ pub struct AuditPage {
     params(
         ("stream" = Option<String>, Query, description = "Only this stream (`session:…`, `transfer:…`, `client:…`)"),
         ("type" = Option<String>, Query, description = "Only this event type"),
-        ("client_id" = Option<String>, Query, description = "Only records of this SP client (a session's records belong to its transactions' clients)"),
+        ("client_id" = Option<String>, Query, description = "Only records of this SP client, or of any of several separated by commas (a session's records belong to its transactions' clients)"),
         ("idp" = Option<String>, Query, description = "Only records of transactions with this IdP"),
         ("transaction_id" = Option<String>, Query, description = "Only this transaction's records"),
         ("subject" = Option<String>, Query, description = "Only records of sessions this person (`subject_key`, `<idp>:<id>`) logged in to, from the login on, and queries for them"),
@@ -284,7 +284,7 @@ impl From<ExportError> for ApiError {
 #[utoipa::path(
     post,
     path = "/v1/exports",
-    request_body(content = Object, description = "The filter: any of the members `GET /v1/audit/records` takes as parameters (`client_id`, `from_time`, `to_time`, `from_seq`, `to_seq`, `type`, `stream`, `idp`, `transaction_id`, `subject`, `cpr`, `cpr_ref`), as strings or integers; `{}` exports the whole ledger"),
+    request_body(content = Object, description = "The filter: any of the members `GET /v1/audit/records` takes as parameters (`client_id`, `from_time`, `to_time`, `from_seq`, `to_seq`, `type`, `stream`, `idp`, `transaction_id`, `subject`, `cpr`, `cpr_ref`), as strings or integers, and `client_id` also as an array of several; `{}` exports the whole ledger"),
     responses(
         (status = 200, description = "The bundle, a tar of one directory", content_type = "application/x-tar"),
         (status = 400, description = "A member is unknown or malformed (named in `field`)", body = ErrorBody),
@@ -308,6 +308,15 @@ pub async fn export(
         let text = match v {
             serde_json::Value::String(s) => s,
             serde_json::Value::Number(n) => n.to_string(),
+            // Several clients, as the query string's comma-separated list.
+            serde_json::Value::Array(list) if k == "client_id" => list
+                .iter()
+                .map(|c| {
+                    c.as_str()
+                        .ok_or_else(|| field_error(&k, "must list strings"))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
             _ => return Err(field_error(&k, "must be a string or an integer")),
         };
         params.insert(k, text);

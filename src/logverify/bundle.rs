@@ -434,6 +434,8 @@ impl<R: BufRead> Lines<R> {
 /// Checks each record of a filtered export against the manifest's filter.
 struct FilterCheck {
     filter: BTreeMap<String, Value>,
+    /// The filter's SP clients: a record must be one of theirs.
+    clients: Option<Vec<String>>,
     /// (stream, transaction id) → (client id, IdP), from the bundle's records.
     transactions: BTreeMap<(String, String), (Option<String>, Option<String>)>,
     /// stream → subject key, from the bundle's logins.
@@ -465,7 +467,23 @@ impl FilterCheck {
                 "manifest.json: the filter has member {k:?}, which this verifier cannot check"
             )));
         }
+        // One client as a string, several as an array of strings.
+        let clients =
+            match filter.get("client_id") {
+                None => None,
+                Some(Value::String(c)) => Some(vec![c.clone()]),
+                Some(Value::Array(list)) if list.iter().all(Value::is_string) => Some(
+                    list.iter()
+                        .filter_map(|c| c.as_str().map(str::to_owned))
+                        .collect(),
+                ),
+                Some(_) => return Err(Reject::failed(
+                    "manifest.json: the filter's client_id is neither a string nor a list of them"
+                        .to_owned(),
+                )),
+            };
         Ok(FilterCheck {
+            clients,
             filter,
             transactions: BTreeMap::new(),
             subjects: BTreeMap::new(),
@@ -517,7 +535,16 @@ impl FilterCheck {
             let named = text(data, "cpr_ref").or_else(|| text(&data["filter"], "cpr_ref"));
             is("cpr_ref", Some(named.as_deref().unwrap_or("")))?;
         }
-        if self.want("client_id").is_some() {
+        if let Some(want) = &self.clients {
+            let theirs = |c: &str| -> Result<(), String> {
+                if want.iter().any(|w| w == c) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "its client_id is {c:?}, the filter asks for {want:?}"
+                    ))
+                }
+            };
             if r["type"] == "session.logged_out" {
                 let served: Vec<&String> = self
                     .transactions
@@ -525,19 +552,18 @@ impl FilterCheck {
                     .filter(|((s, _), _)| *s == stream)
                     .filter_map(|(_, (c, _))| c.as_ref())
                     .collect();
-                let want = self.want("client_id").and_then(Value::as_str).unwrap_or("");
                 if served.is_empty() {
                     placed = false;
-                } else if !served.iter().any(|c| *c == want) {
+                } else if !served.iter().any(|c| want.contains(c)) {
                     return Err(format!(
                         "it ends a session that served {served:?}, not {want:?}"
                     ));
                 }
             } else if r["type"] == "audit.queried" {
-                is("client_id", text(data, "client_id").as_deref().or(Some("")))?;
+                theirs(text(data, "client_id").as_deref().unwrap_or(""))?;
             } else {
                 match &client {
-                    Some(c) => is("client_id", Some(c))?,
+                    Some(c) => theirs(c)?,
                     None => placed = false,
                 }
             }

@@ -202,6 +202,17 @@ async fn audit_queries_answer_exactly_the_attributed_records(backend: Backend) {
         .all(&auditor, &[("client_id", client.clone()), to.clone()], 7)
         .await;
     assert_eq!(seqs(&got), of_client, "client_id={client}");
+    // Several clients: the union, each record once (a logout may be both's), in order.
+    let pair = records
+        .iter()
+        .find(|r| clients[&r.seq].len() > 1)
+        .map(|r| clients[&r.seq].iter().cloned().collect::<Vec<_>>())
+        .expect("a record of two SPs (a logout)");
+    let of_pair = expect(&|r| pair.iter().any(|c| clients[&r.seq].contains(c)));
+    let got = api
+        .all(&auditor, &[("client_id", pair.join(",")), to.clone()], 7)
+        .await;
+    assert_eq!(seqs(&got), of_pair, "client_id={}", pair.join(","));
     for r in &got {
         let canonical = r["canonical"].as_str().unwrap();
         let seq = r["seq"].as_u64().unwrap();

@@ -369,6 +369,93 @@ async fn exports_verify_offline_and_tampering_is_named(backend: Backend) {
         hex::encode(Sha256::digest(&manifest))
     );
 
+    // Several clients: their records' union, from the flag repeated or the body's list;
+    // a third SP's record slipped in is still caught.
+    let second = clients
+        .values()
+        .flatten()
+        .find(|c| **c != client && **c != intruder.data["client_id"])
+        .expect("a third SP")
+        .clone();
+    let both: Vec<u64> = raw
+        .iter()
+        .filter(|r| clients[&r.seq].contains(&client) || clients[&r.seq].contains(&second))
+        .map(|r| r.seq)
+        .collect();
+    assert!(both.len() > want.len());
+    let pair = dir.path().join("pair");
+    let to_seq = (head - 1).to_string();
+    let said = export(
+        &db,
+        &[
+            "--client-id",
+            &second,
+            "--client-id",
+            &client,
+            "--to-seq",
+            &to_seq,
+        ],
+        &pair,
+    );
+    assert!(
+        said.contains(&format!("exported {} records", both.len())),
+        "{said}"
+    );
+    let (code, out) = verify(&pair, &vkey);
+    assert_eq!(code, 0, "{out}");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(pair.join("manifest.json")).unwrap()).unwrap();
+    let mut named = [client.clone(), second.clone()];
+    named.sort();
+    assert_eq!(manifest["filter"]["client_id"], serde_json::json!(named));
+    let (status, bytes) = post(
+        auditor.clone(),
+        serde_json::json!({"client_id": [second, client], "to_seq": head - 1}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let fetched = dir.path().join("pair.tar");
+    std::fs::write(&fetched, &bytes).unwrap();
+    let (code, out) = verify(&fetched, &vkey);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("ok: {} filtered records", both.len())),
+        "{out}"
+    );
+    let slipped = dir.path().join("pair-slipped");
+    copy_dir(&pair, &slipped);
+    let at = both.iter().position(|s| *s > intruder.seq).unwrap();
+    let mut rs = lines(&pair.join("records.jsonl"));
+    rs.insert(at, intruder.canonical.clone());
+    write_lines(&slipped.join("records.jsonl"), &rs);
+    let pair_size: u64 = std::fs::read_to_string(pair.join("checkpoint"))
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let proof = http
+        .get(format!("{base}/v1/log/proof/inclusion"))
+        .bearer_auth(&auditor)
+        .query(&[("seq", intruder.seq), ("tree_size", pair_size)])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut ps = lines(&pair.join("proofs.jsonl"));
+    ps.insert(at, proof.trim().to_owned());
+    write_lines(&slipped.join("proofs.jsonl"), &ps);
+    resign(&slipped, &key, 1);
+    let (code, out) = verify(&slipped, &vkey);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("(seq {})", intruder.seq)) && out.contains("client_id"),
+        "{out}"
+    );
+
     // A bundle that is not there cannot be read: exit 2, not a verdict.
     let (code, out) = verify(&dir.path().join("missing"), &vkey);
     assert_eq!(code, 2, "{out}");
