@@ -174,9 +174,13 @@ impl Exporter<'_> {
             }
         };
         if let Out::Tar(tar) = out {
-            let packed = pack(&dir, tar);
-            std::fs::remove_dir_all(&dir)?;
-            packed?;
+            let tar = tar.clone();
+            blocking(move || {
+                let packed = pack(&dir, &tar);
+                std::fs::remove_dir_all(&dir)?;
+                packed
+            })
+            .await?;
         }
         Ok(written)
     }
@@ -268,12 +272,14 @@ impl Exporter<'_> {
             return Err(ExportError::Empty);
         };
         let mut files = Map::new();
-        files.insert("records.jsonl".into(), records.finish()?.into());
-        files.insert("proofs.jsonl".into(), proofs.finish()?.into());
         let mut note = Digested::create(&dir.join("checkpoint"))?;
         note.out.write_all(checkpoint.note.as_bytes())?;
         note.hash.update(checkpoint.note.as_bytes());
-        files.insert("checkpoint".into(), note.finish()?.into());
+        let digests = blocking(move || Ok([records.finish()?, proofs.finish()?, note.finish()?]));
+        let [records, proofs, note] = digests.await?;
+        files.insert("records.jsonl".into(), records.into());
+        files.insert("proofs.jsonl".into(), proofs.into());
+        files.insert("checkpoint".into(), note.into());
         let manifest = json!({
             "origin": self.checkpoints.origin(),
             "from_seq": from_seq,
@@ -286,9 +292,14 @@ impl Exporter<'_> {
         });
         let manifest =
             canonical::to_vec(&manifest).map_err(|e| anyhow::anyhow!("manifest: {e}"))?;
-        write_synced(&dir.join("manifest.json"), &manifest)?;
         let sig = self.checkpoints.sign_manifest(&manifest);
-        write_synced(&dir.join("manifest.sig"), sig.as_bytes())?;
+        let (dir, bytes) = (dir.to_owned(), manifest.clone());
+        blocking(move || {
+            write_synced(&dir.join("manifest.json"), &bytes)?;
+            write_synced(&dir.join("manifest.sig"), sig.as_bytes())?;
+            Ok(())
+        })
+        .await?;
         Ok(Exported {
             count,
             from_seq,
@@ -297,6 +308,17 @@ impl Exporter<'_> {
             manifest,
         })
     }
+}
+
+/// Runs `f` (file I/O that waits for the disk: fsync, packing a tar) on tokio's blocking
+/// pool, so that an export through the service does not stall the other requests of its
+/// worker thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ExportError> + Send + 'static,
+) -> Result<T, ExportError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ExportError::from(anyhow::anyhow!("export file task: {e}")))?
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
