@@ -6,9 +6,11 @@
 //! with sessions as the broker records them: a transaction started and a login for one of
 //! 200 SP clients, each client on one IdP; 1,000,000 people; a CPR match in a third of
 //! the MitID sessions, a flow error in a tenth; completion and logout. The audit index
-//! then catches up (its rate is printed), and each mix is asked S times with parameters
-//! drawn from the stored records, through [`AuditLog::search`], as the route asks it (a
-//! page of 100, time bounds found by binary search, the index's position read).
+//! then catches up (its rate is printed), then the compliance reports (a checkpoint is
+//! signed at the head for them; their rate is printed), and each mix is asked S times
+//! with parameters drawn from the stored records, through [`AuditLog::search`], as the
+//! route asks it (a page of 100, time bounds found by binary search, the index's
+//! position read).
 
 use std::time::{Duration, Instant};
 
@@ -19,11 +21,12 @@ use sha2::Digest as _;
 use super::tree::percentile;
 use super::{build_kind, drive, transport};
 use crate::audit::{AuditLog, Search};
+use crate::checkpoint::{Checkpointer, LogKey};
 use crate::db::{self, DatabaseUrl, Db};
 use crate::domain::audit::AuditFilter;
 use crate::domain::values::Pepper;
 use crate::ledger::{Ledger, LedgerOptions, NewEvent, Reader};
-use crate::projection::AuditIndex;
+use crate::projection::{AuditIndex, Reports};
 use crate::record::{Actor, Event, EventType, Payload, SchemaVersion, StreamId};
 
 const CLIENTS: u64 = 200;
@@ -212,6 +215,11 @@ fn params(mix: &str, d: &Drawn, size: u64) -> (Vec<(&'static str, String)>, Opti
             p.push(("client_id", client(c)));
             cursor = Some(below(size));
         }
+        "3 client_ids, deep page" => {
+            let three = [c, (c + 1) % CLIENTS, (c + 2) % CLIENTS].map(client);
+            p.push(("client_id", three.join(",")));
+            cursor = Some(below(size));
+        }
         "client_id + type" => {
             p.push(("client_id", client(c)));
             p.push(("type", "session.flow_failed".into()));
@@ -258,6 +266,7 @@ fn params(mix: &str, d: &Drawn, size: u64) -> (Vec<(&'static str, String)>, Opti
 const MIXES: &[&str] = &[
     "client_id",
     "client_id, deep page",
+    "3 client_ids, deep page",
     "client_id + type",
     "client_id + idp (matches nothing)",
     "type + idp (matches nothing)",
@@ -304,6 +313,26 @@ pub async fn audit(url: &DatabaseUrl, records: u64, samples: u32) -> anyhow::Res
         );
     }
     println!("  audit index covers {size} records; each query asks for a page of 100");
+
+    // The compliance reports count up to signed checkpoints: one is signed at the head.
+    // The bench's own key, the same every run (a ledger's checkpoints must all verify
+    // with one key); not a secret.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[0x5b; 32]);
+    let key = LogKey::new("vidne.bench/audit", key).map_err(anyhow::Error::msg)?;
+    let checkpoints = Checkpointer::open(pool.clone(), key).await?;
+    checkpoints.sign_head().await?;
+    let reports = Reports::new(index_db.clone(), reader.clone(), index.clone());
+    let from = reports.position().await?;
+    let started = Instant::now();
+    let counted = reports.catch_up().await?;
+    let secs = started.elapsed().as_secs_f64();
+    if counted > from {
+        println!(
+            "  compliance reports: {} records counted in {secs:.1} s ({:.0} records/s)",
+            counted - from,
+            (counted - from) as f64 / secs
+        );
+    }
     let log = AuditLog::new(pool.clone(), index);
     let pepper = Pepper::new(b"vidne bench audit pepper, not a secret".to_vec())?;
 

@@ -391,7 +391,7 @@ async fn audit_queries_answer_exactly_the_attributed_records(backend: Backend) {
         .find(|c| **c != client)
         .unwrap()
         .clone();
-    let (status, body) = api.get(&sp, &[("client_id", other)]).await;
+    let (status, body) = api.get(&sp, &[("client_id", other.clone())]).await;
     assert_eq!(
         (status, body["field"].as_str()),
         (400, Some("client_id")),
@@ -497,6 +497,7 @@ async fn audit_queries_answer_exactly_the_attributed_records(backend: Backend) {
             "to_seq",
         ),
         (vec![("idp", "mitid_demo".into())], "idp"),
+        (vec![("client_id", "sp-a,,sp-b".into())], "client_id"),
         (vec![("type", "Login".into())], "type"),
         (vec![("subject", "nobody".into())], "subject"),
         (vec![("proof", "yes".into())], "proof"),
@@ -508,6 +509,11 @@ async fn audit_queries_answer_exactly_the_attributed_records(backend: Backend) {
         let text = body.to_string();
         assert!(!text.contains("12345"), "the error echoes no input: {text}");
     }
+    // An SP may not name another client among its own either.
+    let (status, body) = api
+        .get(&sp, &[("client_id", format!("{client},{other}"))])
+        .await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("client_id")));
     // The role matrix: no key, admin and broker keys are refused.
     assert_eq!(api.get("vk_nope", &[]).await.0, 401);
     assert_eq!(api.get(&admin, &[]).await.0, 403);
