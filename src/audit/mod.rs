@@ -145,8 +145,8 @@ impl AuditLog {
         };
         // The page's `seq`s from the index tables, then its records by `seq`. Joining
         // the ledger's table into the search instead let PostgreSQL merge-join it from
-        // the cursor on: a client's page deep in the ledger took up to 400 ms at
-        // 10,000,000 records, where this takes 25 (`vidne bench audit`). Several clients:
+        // the cursor on: a client's page deep in the ledger took 233 ms at p99 at
+        // 10,000,000 records, where this takes 35 (`vidne bench audit`). Several clients:
         // each client's first `limit` (its indexes answer each in `seq` order), merged;
         // a record of two of them is one hit.
         let seqs = match clients.as_slice() {

@@ -280,6 +280,24 @@ const MIXES: &[&str] = &[
     "type + 100,000 seqs",
 ];
 
+/// Runs a projection's `catch_up` from position `from`, and prints its rate.
+async fn timed(
+    what: &str,
+    done: &str,
+    from: u64,
+    catch_up: impl std::future::Future<Output = anyhow::Result<u64>>,
+) -> anyhow::Result<u64> {
+    let started = Instant::now();
+    let to = catch_up.await?;
+    let secs = started.elapsed().as_secs_f64();
+    if to > from {
+        let n = to - from;
+        let rate = n as f64 / secs;
+        println!("  {what}: {n} records {done} in {secs:.1} s ({rate:.0} records/s)");
+    }
+    Ok(to)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -302,16 +320,7 @@ pub async fn audit(url: &DatabaseUrl, records: u64, samples: u32) -> anyhow::Res
     let index_db = Db::connect(url, "vidne-audit-index", 1).await?;
     let index = AuditIndex::new(index_db.clone(), reader.clone());
     let from = index.position().await?;
-    let started = Instant::now();
-    let size = index.catch_up().await?;
-    let secs = started.elapsed().as_secs_f64();
-    if size > from {
-        println!(
-            "  audit index: {} records indexed in {secs:.1} s ({:.0} records/s)",
-            size - from,
-            (size - from) as f64 / secs
-        );
-    }
+    let size = timed("audit index", "indexed", from, index.catch_up()).await?;
     println!("  audit index covers {size} records; each query asks for a page of 100");
 
     // The compliance reports count up to signed checkpoints: one is signed at the head.
@@ -323,16 +332,7 @@ pub async fn audit(url: &DatabaseUrl, records: u64, samples: u32) -> anyhow::Res
     checkpoints.sign_head().await?;
     let reports = Reports::new(index_db.clone(), reader.clone(), index.clone());
     let from = reports.position().await?;
-    let started = Instant::now();
-    let counted = reports.catch_up().await?;
-    let secs = started.elapsed().as_secs_f64();
-    if counted > from {
-        println!(
-            "  compliance reports: {} records counted in {secs:.1} s ({:.0} records/s)",
-            counted - from,
-            (counted - from) as f64 / secs
-        );
-    }
+    timed("compliance reports", "counted", from, reports.catch_up()).await?;
     let log = AuditLog::new(pool.clone(), index);
     let pepper = Pepper::new(b"vidne bench audit pepper, not a secret".to_vec())?;
 

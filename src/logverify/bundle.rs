@@ -468,20 +468,21 @@ impl FilterCheck {
             )));
         }
         // One client as a string, several as an array of strings.
-        let clients =
-            match filter.get("client_id") {
-                None => None,
-                Some(Value::String(c)) => Some(vec![c.clone()]),
-                Some(Value::Array(list)) if list.iter().all(Value::is_string) => Some(
-                    list.iter()
-                        .filter_map(|c| c.as_str().map(str::to_owned))
-                        .collect(),
-                ),
-                Some(_) => return Err(Reject::failed(
-                    "manifest.json: the filter's client_id is neither a string nor a list of them"
+        let clients = match filter.get("client_id") {
+            None => None,
+            Some(Value::String(c)) => Some(vec![c.clone()]),
+            Some(Value::Array(list)) if list.iter().all(Value::is_string) => Some(
+                list.iter()
+                    .filter_map(|c| c.as_str().map(str::to_owned))
+                    .collect(),
+            ),
+            Some(_) => {
+                return Err(Reject::failed(
+                    "manifest.json: filter.client_id is not a string or a list of strings"
                         .to_owned(),
-                )),
-            };
+                ))
+            }
+        };
         Ok(FilterCheck {
             clients,
             filter,

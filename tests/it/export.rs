@@ -13,7 +13,7 @@ use vidne::checkpoint::LogKey;
 use vidne::ledger::Reader;
 
 use crate::api::cli_key;
-use crate::audit::{clients_of, raw_records, simulated};
+use crate::audit::{clients_of, raw_records, simulated, Raw};
 use crate::both_backends;
 use crate::helpers::{spawn_app, vidne, Backend, TestDb, TEST_ORIGIN};
 
@@ -74,6 +74,43 @@ fn resign(dir: &Path, key: &LogKey, count_delta: i64) {
     let bytes = vidne::spec::canonical::to_vec(&manifest).unwrap();
     std::fs::write(dir.join("manifest.json"), &bytes).unwrap();
     std::fs::write(dir.join("manifest.sig"), key.sign_manifest(&bytes)).unwrap();
+}
+
+/// `bundle` copied to `to` with `intruder` slipped in at its place among the records,
+/// with its genuine inclusion proof (from `log`: client, base URL, auditor key) in the
+/// bundle's checkpoint. Not re-signed.
+async fn slip_in(log: (&Client, &str, &str), bundle: &Path, to: &Path, intruder: &Raw) {
+    let (http, base, auditor) = log;
+    let tree_size: u64 = std::fs::read_to_string(bundle.join("checkpoint"))
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let proof = http
+        .get(format!("{base}/v1/log/proof/inclusion"))
+        .bearer_auth(auditor)
+        .query(&[("seq", intruder.seq), ("tree_size", tree_size)])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    copy_dir(bundle, to);
+    let mut rs = lines(&bundle.join("records.jsonl"));
+    let seq = |l: &String| {
+        serde_json::from_str::<Value>(l).unwrap()["seq"]
+            .as_u64()
+            .unwrap()
+    };
+    let at = rs.iter().position(|l| seq(l) > intruder.seq).unwrap();
+    rs.insert(at, intruder.canonical.clone());
+    write_lines(&to.join("records.jsonl"), &rs);
+    let mut ps = lines(&bundle.join("proofs.jsonl"));
+    ps.insert(at, proof.trim().to_owned());
+    write_lines(&to.join("proofs.jsonl"), &ps);
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -222,32 +259,9 @@ async fn exports_verify_offline_and_tampering_is_named(backend: Backend) {
                 && r.seq < *want.last().unwrap()
         })
         .expect("another SP's login inside the range");
-    let tree_size: u64 = std::fs::read_to_string(sp.join("checkpoint"))
-        .unwrap()
-        .lines()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let proof = http
-        .get(format!("{base}/v1/log/proof/inclusion"))
-        .bearer_auth(&auditor)
-        .query(&[("seq", intruder.seq), ("tree_size", tree_size)])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = (&http, base.as_str(), auditor.as_str());
     let slipped = dir.path().join("slipped");
-    copy_dir(&sp, &slipped);
-    let at = want.iter().position(|s| *s > intruder.seq).unwrap();
-    let mut rs = lines(&sp.join("records.jsonl"));
-    rs.insert(at, intruder.canonical.clone());
-    write_lines(&slipped.join("records.jsonl"), &rs);
-    let mut ps = lines(&sp.join("proofs.jsonl"));
-    ps.insert(at, proof.trim().to_owned());
-    write_lines(&slipped.join("proofs.jsonl"), &ps);
+    slip_in(log, &sp, &slipped, intruder).await;
     let (code, out) = verify(&slipped, &vkey);
     assert_eq!(code, 1);
     assert!(out.contains("records.jsonl: its SHA-256 differs"), "{out}");
@@ -423,31 +437,7 @@ async fn exports_verify_offline_and_tampering_is_named(backend: Backend) {
         "{out}"
     );
     let slipped = dir.path().join("pair-slipped");
-    copy_dir(&pair, &slipped);
-    let at = both.iter().position(|s| *s > intruder.seq).unwrap();
-    let mut rs = lines(&pair.join("records.jsonl"));
-    rs.insert(at, intruder.canonical.clone());
-    write_lines(&slipped.join("records.jsonl"), &rs);
-    let pair_size: u64 = std::fs::read_to_string(pair.join("checkpoint"))
-        .unwrap()
-        .lines()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let proof = http
-        .get(format!("{base}/v1/log/proof/inclusion"))
-        .bearer_auth(&auditor)
-        .query(&[("seq", intruder.seq), ("tree_size", pair_size)])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let mut ps = lines(&pair.join("proofs.jsonl"));
-    ps.insert(at, proof.trim().to_owned());
-    write_lines(&slipped.join("proofs.jsonl"), &ps);
+    slip_in(log, &pair, &slipped, intruder).await;
     resign(&slipped, &key, 1);
     let (code, out) = verify(&slipped, &vkey);
     assert_eq!(code, 1, "{out}");
