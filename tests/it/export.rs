@@ -53,6 +53,15 @@ fn verify(bundle: &Path, vkey: &str) -> (i32, String) {
     (code, format!("{out}{err}"))
 }
 
+/// A bundle fetched through the API, written to `path`, verifies with `count` records.
+fn verify_fetched(path: &Path, bytes: &[u8], vkey: &str, count: usize) {
+    std::fs::write(path, bytes).unwrap();
+    let (code, out) = verify(path, vkey);
+    assert_eq!(code, 0, "{out}");
+    let said = format!("ok: {count} filtered records");
+    assert!(out.contains(&said), "{out}");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for f in FILES {
@@ -347,14 +356,7 @@ async fn exports_verify_offline_and_tampering_is_named(backend: Backend) {
     )
     .await;
     assert_eq!(status, 200);
-    let fetched = dir.path().join("fetched.tar");
-    std::fs::write(&fetched, &bytes).unwrap();
-    let (code, out) = verify(&fetched, &vkey);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains(&format!("ok: {} filtered records", want.len())),
-        "{out}"
-    );
+    verify_fetched(&dir.path().join("fetched.tar"), &bytes, &vkey, want.len());
     let after = reader.head().await.unwrap().next_seq;
     let recorded = raw_records(&reader, after).await;
     let exported = recorded
@@ -428,14 +430,7 @@ async fn exports_verify_offline_and_tampering_is_named(backend: Backend) {
     )
     .await;
     assert_eq!(status, 200);
-    let fetched = dir.path().join("pair.tar");
-    std::fs::write(&fetched, &bytes).unwrap();
-    let (code, out) = verify(&fetched, &vkey);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains(&format!("ok: {} filtered records", both.len())),
-        "{out}"
-    );
+    verify_fetched(&dir.path().join("pair.tar"), &bytes, &vkey, both.len());
     let slipped = dir.path().join("pair-slipped");
     slip_in(log, &pair, &slipped, intruder).await;
     resign(&slipped, &key, 1);
