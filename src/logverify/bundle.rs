@@ -436,9 +436,17 @@ struct FilterCheck {
     filter: BTreeMap<String, Value>,
     /// The filter's SP clients: a record must be one of theirs.
     clients: Option<Vec<String>>,
-    /// (stream, transaction id) → (client id, IdP), from the bundle's records.
+    /// Whether the filter names a client, IdP or person, which records may show only
+    /// through earlier records of their session: then the maps below are kept, and
+    /// forgotten as transactions and sessions end, so memory follows the sessions open
+    /// at once, not the bundle's size.
+    tracks: bool,
+    /// (stream, transaction id) → (client id, IdP), from the bundle's records, for the
+    /// transactions not yet completed or failed.
     transactions: BTreeMap<(String, String), (Option<String>, Option<String>)>,
-    /// stream → subject key, from the bundle's logins.
+    /// stream → the clients its transactions served, until its logout.
+    served: BTreeMap<String, BTreeSet<String>>,
+    /// stream → subject key, from the bundle's logins, until its logout.
     subjects: BTreeMap<String, String>,
     unplaced: u64,
 }
@@ -483,10 +491,14 @@ impl FilterCheck {
                 ))
             }
         };
+        let tracks =
+            clients.is_some() || ["idp", "subject"].iter().any(|k| filter.contains_key(*k));
         Ok(FilterCheck {
             clients,
             filter,
+            tracks,
             transactions: BTreeMap::new(),
+            served: BTreeMap::new(),
             subjects: BTreeMap::new(),
             unplaced: 0,
         })
@@ -504,7 +516,7 @@ impl FilterCheck {
         let key = tx.clone().map(|t| (stream.clone(), t));
         // What the bundle knows of this record's transaction and session.
         let (mut client, mut idp) = (text(data, "client_id"), text(data, "idp"));
-        if let Some(key) = &key {
+        if let Some(key) = key.as_ref().filter(|_| self.tracks) {
             let known = self.transactions.entry(key.clone()).or_default();
             if client.is_some() {
                 known.0.clone_from(&client);
@@ -514,8 +526,14 @@ impl FilterCheck {
             }
             client = client.or_else(|| known.0.clone());
             idp = idp.or_else(|| known.1.clone());
+            if let Some(c) = &client {
+                self.served
+                    .entry(stream.clone())
+                    .or_default()
+                    .insert(c.clone());
+            }
         }
-        if let Some(s) = text(data, "subject_key") {
+        if let Some(s) = text(data, "subject_key").filter(|_| self.tracks) {
             self.subjects.insert(stream.clone(), s);
         }
         let mut placed = true;
@@ -547,12 +565,7 @@ impl FilterCheck {
                 }
             };
             if r["type"] == "session.logged_out" {
-                let served: Vec<&String> = self
-                    .transactions
-                    .iter()
-                    .filter(|((s, _), _)| *s == stream)
-                    .filter_map(|(_, (c, _))| c.as_ref())
-                    .collect();
+                let served: Vec<&String> = self.served.get(&stream).into_iter().flatten().collect();
                 if served.is_empty() {
                     placed = false;
                 } else if !served.iter().any(|c| want.contains(c)) {
@@ -609,6 +622,21 @@ impl FilterCheck {
         }
         if !placed {
             self.unplaced += 1;
+        }
+        // What no later record needs is forgotten: a transaction ends at its completion
+        // or failure (its session accepts nothing more of it), a session at its logout.
+        match r["type"].as_str() {
+            Some("session.transaction_completed" | "session.flow_failed") => {
+                if let Some(key) = &key {
+                    self.transactions.remove(key);
+                }
+            }
+            Some("session.logged_out") => {
+                self.transactions.retain(|(s, _), _| *s != stream);
+                self.served.remove(&stream);
+                self.subjects.remove(&stream);
+            }
+            _ => {}
         }
         Ok(())
     }
