@@ -11,7 +11,7 @@
 //! - [`AuditQueried`]: the record every query leaves (`audit.queried`): auditors are
 //!   audited. A CPR appears in it only as its `cpr_ref`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -241,9 +241,13 @@ impl AuditFilter {
 pub struct SessionTrail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_key: Option<String>,
-    /// transaction id → (client id, IdP).
+    /// transaction id → (client id, IdP), for the transactions not yet completed or
+    /// failed (a session records nothing more of a transaction after either).
     #[serde(default)]
     pub transactions: BTreeMap<String, (String, Option<String>)>,
+    /// The clients of the session's ended transactions: its logout is theirs too.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub served: BTreeSet<String>,
 }
 
 /// Whom and what one record concerns.
@@ -296,9 +300,17 @@ pub fn attribute(event_type: &str, data: &Value, trail: Option<&mut SessionTrail
             if idp.is_none() {
                 idp = trail.transactions.get(tx).and_then(|k| k.1.clone());
             }
+            // An ended transaction is forgotten, so a long session's trail holds its open
+            // transactions only; its client is remembered for the logout.
+            if ENDS_TRANSACTION.contains(&event_type) {
+                if let Some((c, _)) = trail.transactions.remove(tx) {
+                    trail.served.insert(c);
+                }
+            }
         } else if client.is_none() {
             // Session-wide (a logout): every SP the session served.
             clients.extend(trail.transactions.values().map(|(c, _)| c.clone()));
+            clients.extend(trail.served.iter().cloned());
         }
         match &subject_key {
             Some(s) => trail.subject_key = Some(s.clone()),
@@ -316,6 +328,9 @@ pub fn attribute(event_type: &str, data: &Value, trail: Option<&mut SessionTrail
         cpr_ref,
     }
 }
+
+/// The records after which a session records nothing more of their transaction.
+const ENDS_TRANSACTION: [&str; 2] = ["session.transaction_completed", "session.flow_failed"];
 
 pub const AUDIT_QUERIED: &str = "audit.queried";
 
@@ -434,6 +449,33 @@ mod tests {
             "a logout ends every SP's part"
         );
         assert_eq!(got[5].transaction_id, None);
+    }
+
+    #[test]
+    fn a_trail_forgets_ended_transactions_but_not_whom_the_session_served() {
+        let mut trail = SessionTrail::default();
+        let mut run = |t: &str, d: Value| attribute(t, &d, Some(&mut trail));
+        for (tx, sp) in [("t1", "sp-a"), ("t2", "sp-b"), ("t3", "sp-c")] {
+            run(
+                "session.transaction_started",
+                json!({"transaction_id": tx, "client_id": sp, "idp": "mitid"}),
+            );
+        }
+        let done = run(
+            "session.transaction_completed",
+            json!({"transaction_id": "t1"}),
+        );
+        assert_eq!(
+            done.clients,
+            ["sp-a"],
+            "the ending record is still its client's"
+        );
+        let failed = run("session.flow_failed", json!({"transaction_id": "t2"}));
+        assert_eq!(failed.idp.as_deref(), Some("mitid"));
+        let logout = run("session.logged_out", json!({"channel": "back_channel"}));
+        assert_eq!(logout.clients, ["sp-a", "sp-b", "sp-c"]);
+        assert_eq!(trail.transactions.keys().collect::<Vec<_>>(), ["t3"]);
+        assert_eq!(trail.served.iter().collect::<Vec<_>>(), ["sp-a", "sp-b"]);
     }
 
     #[test]
