@@ -147,8 +147,9 @@ impl Reports {
             sql_list(READ_TYPES)
         );
         // The range is stated on both tables (planners carry equalities across a join,
-        // not ranges): without it on `c`, PostgreSQL read all of audit_clients for each
-        // page, 2 s a page at 10,000,000 records (`vidne bench audit`).
+        // not ranges), and `audit_clients (seq)` (migration 0010) answers it on `c`:
+        // without both, PostgreSQL read all of audit_clients for each page, 2 s a page at
+        // 10,000,000 records (`vidne bench audit`).
         let mut counts: BTreeMap<Key, u64> = BTreeMap::new();
         let mut page_from = from;
         while page_from < to {

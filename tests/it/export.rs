@@ -53,13 +53,29 @@ fn verify(bundle: &Path, vkey: &str) -> (i32, String) {
     (code, format!("{out}{err}"))
 }
 
-/// A bundle fetched through the API, written to `path`, verifies with `count` records.
-fn verify_fetched(path: &Path, bytes: &[u8], vkey: &str, count: usize) {
-    std::fs::write(path, bytes).unwrap();
-    let (code, out) = verify(path, vkey);
+/// `bundle` verifies as a filtered export of `count` records.
+fn assert_verifies(bundle: &Path, vkey: &str, count: usize) {
+    let (code, out) = verify(bundle, vkey);
     assert_eq!(code, 0, "{out}");
     let said = format!("ok: {count} filtered records");
     assert!(out.contains(&said), "{out}");
+}
+
+/// A filtered `vidne export` (with `extra`) to `out` says it wrote `count` records, and
+/// the bundle verifies.
+fn export_verified(db: &TestDb, extra: &[&str], out: &Path, vkey: &str, count: usize) {
+    let said = export(db, extra, out);
+    assert!(
+        said.contains(&format!("exported {count} records")),
+        "{said}"
+    );
+    assert_verifies(out, vkey, count);
+}
+
+/// A bundle fetched through the API, written to `path`, verifies with `count` records.
+fn verify_fetched(path: &Path, bytes: &[u8], vkey: &str, count: usize) {
+    std::fs::write(path, bytes).unwrap();
+    assert_verifies(path, vkey, count);
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -226,26 +242,13 @@ async fn exports_verify_offline_and_tampering_is_named(backend: Backend) {
         .filter(|r| clients[&r.seq].contains(&client))
         .map(|r| r.seq)
         .collect();
+    let to_seq = (head - 1).to_string();
     let tar = dir.path().join("sp.tar");
-    let said = export(
-        &db,
-        &["--client-id", &client, "--to-seq", &(head - 1).to_string()],
-        &tar,
-    );
-    assert!(
-        said.contains(&format!("exported {} records", want.len())),
-        "{said}"
-    );
-    let (code, out) = verify(&tar, &vkey);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("filtered"), "{out}");
+    let one = ["--client-id", &client, "--to-seq", &to_seq];
+    export_verified(&db, &one, &tar, &vkey, want.len());
     // The same as a directory, to change.
     let sp = dir.path().join("sp");
-    export(
-        &db,
-        &["--client-id", &client, "--to-seq", &(head - 1).to_string()],
-        &sp,
-    );
+    export(&db, &one, &sp);
     let got: Vec<u64> = lines(&sp.join("records.jsonl"))
         .iter()
         .map(|l| {
@@ -400,25 +403,15 @@ async fn exports_verify_offline_and_tampering_is_named(backend: Backend) {
         .collect();
     assert!(both.len() > want.len());
     let pair = dir.path().join("pair");
-    let to_seq = (head - 1).to_string();
-    let said = export(
-        &db,
-        &[
-            "--client-id",
-            &second,
-            "--client-id",
-            &client,
-            "--to-seq",
-            &to_seq,
-        ],
-        &pair,
-    );
-    assert!(
-        said.contains(&format!("exported {} records", both.len())),
-        "{said}"
-    );
-    let (code, out) = verify(&pair, &vkey);
-    assert_eq!(code, 0, "{out}");
+    let two = [
+        "--client-id",
+        &second,
+        "--client-id",
+        &client,
+        "--to-seq",
+        &to_seq,
+    ];
+    export_verified(&db, &two, &pair, &vkey, both.len());
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(pair.join("manifest.json")).unwrap()).unwrap();
     let mut named = [client.clone(), second.clone()];
