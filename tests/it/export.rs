@@ -138,6 +138,16 @@ async fn slip_in(log: (&Client, &str, &str), bundle: &Path, to: &Path, intruder:
     write_lines(&to.join("proofs.jsonl"), &ps);
 }
 
+/// `bundle`, with an intruder slipped in and re-signed (its digests and count made to
+/// match), is rejected naming the intruder's seq and its client.
+fn assert_intruder_named(bundle: &Path, key: &LogKey, vkey: &str, intruder: &Raw) {
+    resign(bundle, key, 1);
+    let (code, out) = verify(bundle, vkey);
+    assert_eq!(code, 1, "{out}");
+    let named = out.contains(&format!("(seq {})", intruder.seq)) && out.contains("client_id");
+    assert!(named, "{out}");
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -277,13 +287,7 @@ async fn exports_verify_offline_and_tampering_is_named(backend: Backend) {
     let (code, out) = verify(&slipped, &vkey);
     assert_eq!(code, 1);
     assert!(out.contains("records.jsonl: its SHA-256 differs"), "{out}");
-    resign(&slipped, &key, 1);
-    let (code, out) = verify(&slipped, &vkey);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains(&format!("(seq {})", intruder.seq)) && out.contains("client_id"),
-        "{out}"
-    );
+    assert_intruder_named(&slipped, &key, &vkey, intruder);
 
     // POST /v1/exports: the same bundle as a .tar, for auditors only; the export is
     // itself recorded, naming the manifest it signed.
@@ -426,13 +430,7 @@ async fn exports_verify_offline_and_tampering_is_named(backend: Backend) {
     verify_fetched(&dir.path().join("pair.tar"), &bytes, &vkey, both.len());
     let slipped = dir.path().join("pair-slipped");
     slip_in(log, &pair, &slipped, intruder).await;
-    resign(&slipped, &key, 1);
-    let (code, out) = verify(&slipped, &vkey);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains(&format!("(seq {})", intruder.seq)) && out.contains("client_id"),
-        "{out}"
-    );
+    assert_intruder_named(&slipped, &key, &vkey, intruder);
 
     // A bundle that is not there cannot be read: exit 2, not a verdict.
     let (code, out) = verify(&dir.path().join("missing"), &vkey);
