@@ -50,8 +50,12 @@ impl FromStr for Hash32 {
         if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err("must be 64 lowercase hex digits");
         }
+        // Checked above: every byte is a lowercase hex digit.
+        let nibble = |b: u8| if b <= b'9' { b - b'0' } else { b - b'a' + 10 };
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).map_err(|_| "must be 64 lowercase hex digits")?;
+        for (o, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+            *o = nibble(pair[0]) << 4 | nibble(pair[1]);
+        }
         Ok(Hash32(out))
     }
 }
