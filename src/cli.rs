@@ -308,6 +308,10 @@ pub enum BenchCommand {
         records: u64,
         #[arg(long, default_value_t = 256)]
         appenders: u32,
+        /// Slices the records are appended in, each followed by its baseline, so that
+        /// both sides meet the same machine (a shared one drifts over seconds).
+        #[arg(long, default_value_t = 10)]
+        rounds: u32,
     },
     /// Auditors' filtered queries (`GET /v1/audit/records` as the route asks the index)
     /// over a ledger of N broker-shaped records (appended first through the real append
@@ -467,8 +471,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             database,
             records,
             appenders,
+            rounds,
         }) => {
-            crate::bench::append(&database, records, appenders).await?;
+            crate::bench::append(&database, records, appenders, rounds).await?;
             Ok(0)
         }
         Command::Bench(BenchCommand::Tree {

@@ -124,7 +124,7 @@ async fn fill(url: &DatabaseUrl, reader: &Reader, records: u64) -> anyhow::Resul
         return Ok(());
     }
     let ledger = Ledger::start(
-        Db::connect(url, "vidne-writer", 1).await?,
+        Db::connect(url, "vidne-writer", Ledger::CONNECTIONS).await?,
         LedgerOptions::default(),
     );
     let run = format!("{:x}", chrono::Utc::now().timestamp_micros());

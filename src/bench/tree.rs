@@ -69,7 +69,7 @@ async fn appends_per_second(
 ) -> anyhow::Result<f64> {
     let events = bench_events(&run_id(), records, appenders)?;
     let ledger = Ledger::start(
-        Db::connect(url, "vidne-writer", 1).await?,
+        Db::connect(url, "vidne-writer", Ledger::CONNECTIONS).await?,
         LedgerOptions {
             tree,
             ..LedgerOptions::default()
@@ -153,7 +153,7 @@ async fn fill(url: &DatabaseUrl, reader: &Reader, records: u64) -> anyhow::Resul
         return Ok(());
     }
     let ledger = Ledger::start(
-        Db::connect(url, "vidne-writer", 1).await?,
+        Db::connect(url, "vidne-writer", Ledger::CONNECTIONS).await?,
         LedgerOptions::default(),
     );
     let started = Instant::now();

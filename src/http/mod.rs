@@ -169,7 +169,7 @@ impl Application {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
         let pepper = pepper::resolve(&config.database, config.cpr_pepper.clone())?;
         let read_db = db::open(&config.database, "vidne", config.read_connections.max(1)).await?;
-        let write_db = Db::connect(&config.database, "vidne-writer", 1).await?;
+        let write_db = Db::connect(&config.database, "vidne-writer", Ledger::CONNECTIONS).await?;
         let ledger = Ledger::start(write_db.clone(), LedgerOptions::default());
         let reader = Reader::new(read_db.clone());
         let fingerprint_key = pepper.derive_key("idempotency fingerprint");

@@ -27,23 +27,25 @@ impl Head {
 
 /// The outcome of one group: records to insert, and for each batch (in order) what its
 /// caller is told once the group has committed.
-pub struct Sealed {
+pub struct Sealed<'a> {
     pub records: Vec<Record>,
     pub outcomes: Vec<Result<Vec<Appended>, AppendError>>,
     pub head: Head,
-    /// The last `stream_seq` of every stream the group touched, after it.
-    pub streams: HashMap<StreamId, u64>,
+    /// The last `stream_seq` of every stream the group touched, after it (the streams
+    /// borrowed from the batches: the writer seals thousands of records a second and
+    /// copies only streams it has not seen before).
+    pub streams: HashMap<&'a StreamId, u64>,
 }
 
 /// Assigns `seq`, `prev` and `time` to every batch whose expected stream positions hold,
 /// in queue order. `streams` maps each stream the group touches to its last `stream_seq`
 /// (0 for a new stream). A batch that conflicts is refused alone; the rest go on.
-pub fn seal(
+pub fn seal<'a>(
     head: Head,
-    mut streams: HashMap<StreamId, u64>,
-    batches: &[&AppendBatch],
+    mut streams: HashMap<&'a StreamId, u64>,
+    batches: &[&'a AppendBatch],
     now_micros: i64,
-) -> Sealed {
+) -> Sealed<'a> {
     let micros = now_micros.max(head.last_time_micros);
     let time = match RecordTime::from_micros(micros) {
         Ok(time) => time,
@@ -102,7 +104,7 @@ pub fn seal(
             }
             None => {
                 for new in batch.events() {
-                    streams.insert(new.event.stream.clone(), new.stream_seq);
+                    streams.insert(&new.event.stream, new.stream_seq);
                 }
                 head.last_time_micros = micros;
                 records.extend(sealed);
@@ -118,7 +120,7 @@ pub fn seal(
     }
 }
 
-fn first_conflict(streams: &HashMap<StreamId, u64>, batch: &AppendBatch) -> Option<AppendError> {
+fn first_conflict(streams: &HashMap<&StreamId, u64>, batch: &AppendBatch) -> Option<AppendError> {
     batch.first_per_stream().find_map(|(stream, expected)| {
         let actual = streams.get(stream).copied().unwrap_or(0);
         (actual + 1 != expected).then(|| AppendError::Conflict {
@@ -180,7 +182,8 @@ mod tests {
 
     #[test]
     fn a_stale_batch_is_refused_alone() {
-        let streams = HashMap::from([(StreamId::parse("s:a").unwrap(), 4)]);
+        let a = StreamId::parse("s:a").unwrap();
+        let streams = HashMap::from([(&a, 4)]);
         let stale = batch(vec![ev("s:b", 1), ev("s:a", 4)]);
         let fresh = batch(vec![ev("s:a", 5)]);
         let again = batch(vec![ev("s:a", 5)]);

@@ -102,6 +102,8 @@ pub struct AppendBatch {
 impl AppendBatch {
     /// Events one batch may hold.
     pub const MAX_EVENTS: usize = 1000;
+    /// Up to this many events, a batch's streams are compared pairwise, not hashed.
+    const SHORT: usize = 16;
 
     pub fn new(events: Vec<NewEvent>) -> Result<AppendBatch, FieldError> {
         if events.is_empty() {
@@ -113,7 +115,9 @@ impl AppendBatch {
                 "more than 1000 events in one append",
             ));
         }
-        let mut last: HashMap<&StreamId, u64> = HashMap::new();
+        // A map only for long batches (see `first_per_stream`).
+        let mut last: Option<HashMap<&StreamId, u64>> =
+            (events.len() > Self::SHORT).then(HashMap::new);
         for (i, e) in events.iter().enumerate() {
             let field = || format!("events/{i}/stream_seq");
             if e.stream_seq == 0 || e.stream_seq > crate::spec::MAX_SAFE_INTEGER {
@@ -122,7 +126,15 @@ impl AppendBatch {
                     "must be an integer from 1 to 2^53 - 1",
                 ));
             }
-            if let Some(prev) = last.insert(&e.event.stream, e.stream_seq) {
+            let prev = match last.as_mut() {
+                Some(last) => last.insert(&e.event.stream, e.stream_seq),
+                None => events[..i]
+                    .iter()
+                    .rev()
+                    .find(|p| p.event.stream == e.event.stream)
+                    .map(|p| p.stream_seq),
+            };
+            if let Some(prev) = prev {
                 if e.stream_seq != prev + 1 {
                     return Err(FieldError::new(
                         field(),
@@ -138,14 +150,23 @@ impl AppendBatch {
         &self.events
     }
 
-    /// Each stream the batch touches with the first `stream_seq` it claims there.
+    /// Each stream the batch touches with the first `stream_seq` it claims there: the
+    /// events whose stream no earlier event of the batch has.
     pub fn first_per_stream(&self) -> impl Iterator<Item = (&StreamId, u64)> {
-        // A set, not a list: this runs on the single writer for up to 1000 events.
-        let mut seen: HashSet<&StreamId> = HashSet::new();
+        // A set only for long batches: this runs on the single writer for every append,
+        // nearly all of them one or a few events, and for up to 1000.
+        let mut seen: Option<HashSet<&StreamId>> =
+            (self.events.len() > Self::SHORT).then(HashSet::new);
         self.events
             .iter()
-            .filter(move |e| seen.insert(&e.event.stream))
-            .map(|e| (&e.event.stream, e.stream_seq))
+            .enumerate()
+            .filter(move |(i, e)| match seen.as_mut() {
+                Some(seen) => seen.insert(&e.event.stream),
+                None => !self.events[..*i]
+                    .iter()
+                    .any(|p| p.event.stream == e.event.stream),
+            })
+            .map(|(_, e)| (&e.event.stream, e.stream_seq))
     }
 }
 

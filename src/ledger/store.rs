@@ -22,7 +22,15 @@ pub(super) struct TreeUpdate {
 /// A database the writer can append to. Every method runs on the writer's one
 /// connection; `begin_and_lock` opens the transaction that `commit` ends.
 pub(super) trait ChainStore: Clone + Send + Sync + 'static {
-    type Conn: Send;
+    type Conn: Send + 'static;
+
+    /// Groups the writer may have in flight at once, each on a connection of its own:
+    /// more than one only where a guarded write sent while another is in flight waits at
+    /// the chain head's row lock and then checks the head the first one left.
+    const PIPELINE: usize;
+
+    /// Connections the pool may open (the writer uses at most [`Self::PIPELINE`]).
+    fn max_connections(&self) -> usize;
 
     fn connect(&self) -> impl Future<Output = Result<Self::Conn, sqlx::Error>> + Send;
 
@@ -35,7 +43,7 @@ pub(super) trait ChainStore: Clone + Send + Sync + 'static {
     /// The last `stream_seq` of each stream (0 for one with no record yet).
     fn stream_heads(
         conn: &mut Self::Conn,
-        streams: &[StreamId],
+        streams: &[&StreamId],
     ) -> impl Future<Output = Result<HashMap<StreamId, u64>, sqlx::Error>> + Send;
 
     /// Under the lock taken by `begin_and_lock`, which read `expected`: inserts the
@@ -53,13 +61,15 @@ pub(super) trait ChainStore: Clone + Send + Sync + 'static {
     /// The fast path, outside any transaction: atomically moves the head from `expected`
     /// to `head` and inserts `records` and the tile hashes, or, if the head is no longer
     /// `expected` (another process appended), writes nothing and returns `false`.
-    /// Durable when it returns.
+    /// Durable when it returns. `ahead`: the first `seq` of the group in flight ahead of
+    /// this one (sealed on the head before `expected`), whose commit this one waits for.
     fn append_if_head(
         conn: &mut Self::Conn,
         expected: &Head,
         records: &[Record],
         head: &Head,
         tree: Option<&TreeUpdate>,
+        ahead: Option<u64>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Closes a connection that failed mid-group instead of returning it to the pool,
@@ -126,18 +136,37 @@ fn heads_from_rows(
         .collect()
 }
 
+/// The advisory lock (an arbitrary key of Vidne's own) that guarded appends hold shared and
+/// the locked path exclusively; see [`pg_guarded_append`].
+const APPENDS_LOCK: i64 = 0x5669_646e_6548_6564; // "VidneHed"
+
+/// The namespace of the advisory locks (two-key form, apart from [`APPENDS_LOCK`]'s) that
+/// a guarded append holds on its first `seq` (modulo 2^31 - 1), so that the group sealed
+/// after it can wait for its commit; see [`pg_guarded_append`].
+const GROUP_LOCKS: i32 = 0x5664; // "Vd"
+
 const SELECT_HEAD: &str = "SELECT next_seq, last_hash, last_time_us, tree_size, tree_frontier \
                            FROM ledger_head WHERE id = 1";
 
 impl ChainStore for PgPool {
     type Conn = PoolConnection<Postgres>;
 
+    const PIPELINE: usize = 2;
+
+    fn max_connections(&self) -> usize {
+        self.options().get_max_connections() as usize
+    }
+
     async fn connect(&self) -> Result<Self::Conn, sqlx::Error> {
         self.acquire().await
     }
 
     async fn begin_and_lock(conn: &mut Self::Conn) -> Result<(Head, Frontier), sqlx::Error> {
-        conn.execute("BEGIN").await?;
+        // First the appends lock exclusively: it waits for every guarded append under way
+        // (which hold it shared) and holds back new ones, so none of them can wait for the
+        // head while holding rows this transaction is about to insert.
+        conn.execute(format!("BEGIN; SELECT pg_advisory_xact_lock({APPENDS_LOCK})").as_str())
+            .await?;
         let row = sqlx::query(&format!("{SELECT_HEAD} FOR UPDATE"))
             .fetch_one(&mut **conn)
             .await?;
@@ -146,9 +175,9 @@ impl ChainStore for PgPool {
 
     async fn stream_heads(
         conn: &mut Self::Conn,
-        streams: &[StreamId],
+        streams: &[&StreamId],
     ) -> Result<HashMap<StreamId, u64>, sqlx::Error> {
-        let names: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
+        let names: Vec<&str> = streams.iter().map(|s| s.as_str()).collect();
         let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
             "SELECT s.stream, (SELECT r.stream_seq FROM ledger_records r WHERE r.stream = s.stream \
              ORDER BY r.stream_seq DESC LIMIT 1) FROM unnest($1::text[]) AS s(stream)",
@@ -167,7 +196,7 @@ impl ChainStore for PgPool {
         tree: Option<&TreeUpdate>,
     ) -> Result<(), sqlx::Error> {
         // Under the lock the guard always holds; the same statement serves both paths.
-        match pg_guarded_append(conn, expected, records, head, tree).await? {
+        match pg_guarded_append(conn, expected, records, head, tree, None).await? {
             true => Ok(()),
             false => Err(sqlx::Error::Protocol(
                 "ledger_head moved while locked".into(),
@@ -185,8 +214,9 @@ impl ChainStore for PgPool {
         records: &[Record],
         head: &Head,
         tree: Option<&TreeUpdate>,
+        ahead: Option<u64>,
     ) -> Result<bool, StoreError> {
-        pg_guarded_append(conn, expected, records, head, tree)
+        pg_guarded_append(conn, expected, records, head, tree, ahead)
             .await
             .map_err(|e| match e {
                 // The connection failed with the statement in flight: it may have committed.
@@ -202,35 +232,86 @@ impl ChainStore for PgPool {
     }
 }
 
-/// Moves the head from `expected` to `head` and inserts `records` and the tile hashes,
-/// in one statement (so one round trip, and atomic on its own in autocommit). The
-/// guarded update takes the head row's lock; the rows are inserted only if it matched.
-/// `false`: the head was not `expected`, nothing was written.
+/// Inserts `records` and the tile hashes and moves the head from `expected` to `head`, in
+/// one statement (one round trip, atomic on its own in autocommit). `false`: the head was
+/// not `expected` (another writer appended first); nothing was written.
+///
+/// It is written so that a group can be sent while the group ahead of it (sealed on the
+/// head before, on another connection) is still committing, and do most of its work
+/// meanwhile:
+/// - it first takes [`APPENDS_LOCK`] shared, which other guarded appends do too but the
+///   locked path takes exclusively before it locks the head: a transaction holding the
+///   head for the locked path never waits on rows inserted here, so the two cannot
+///   deadlock;
+/// - it takes its group's lock in [`GROUP_LOCKS`] and inserts the records and tile
+///   hashes (while the group ahead flushes its commit);
+/// - it waits for the group ahead's lock, that is for its commit: without that wait it
+///   could reach the head first, find it not yet moved, and have to go again;
+/// - it updates the head last, which waits for the group ahead's commit, and decides the
+///   guard on the row as that commit left it: in the SET, not the WHERE, because READ
+///   COMMITTED re-checks a WHERE after such a wait only on a changed row, and skips
+///   without waiting a row its snapshot saw in another state. If the head is not
+///   `expected`, it sets `next_seq` to NULL, which the head's trigger refuses with 40001
+///   (migration 0011), and the statement is rolled back with its rows.
+///
+/// The steps are chained by what each reads (`moved` needs `written` and `ahead`, `ahead`
+/// needs `written`, the inserts need `held`), because PostgreSQL runs a WITH query when
+/// it is first read: with the head moved before the group's lock was taken, a group gone
+/// again after a race (below) and the group behind it each waited for the other (seen as
+/// a deadlock, 1 s, in `vidne bench append`).
+///
+/// A duplicate `seq` or `(stream, stream_seq)` (23505), a deadlock (40P01) or 40001 all
+/// mean that another writer appended first; each rolls everything back.
 async fn pg_guarded_append(
     conn: &mut PoolConnection<Postgres>,
     expected: &Head,
     records: &[Record],
     head: &Head,
     tree: Option<&TreeUpdate>,
+    ahead: Option<u64>,
 ) -> Result<bool, sqlx::Error> {
     let column = |f: fn(&Record) -> i64| records.iter().map(f).collect::<Vec<i64>>();
-    let moves_tree = if tree.is_some() {
-        ", tree_size = $13, tree_frontier = $14"
-    } else {
-        ""
-    };
+    let mut moves = vec![
+        ("next_seq", "$1"),
+        ("last_hash", "$2"),
+        ("last_time_us", "$3"),
+    ];
+    if tree.is_some() {
+        moves.extend([("tree_size", "$13"), ("tree_frontier", "$14")]);
+    }
+    let set = moves
+        .iter()
+        .map(|(column, value)| {
+            // On another head, next_seq becomes NULL, which the head's trigger refuses
+            // (40001, migration 0011): nothing of the group is kept.
+            let otherwise = match *column {
+                "next_seq" => "NULL",
+                other => other,
+            };
+            format!(
+                "{column} = CASE WHEN next_seq = $11 AND last_hash = $12 \
+                 THEN {value} ELSE {otherwise} END"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let tiles = tree.map(|t| t.tiles.as_slice()).unwrap_or_default();
     let row = sqlx::query(&format!(
-        "WITH moved AS (UPDATE ledger_head SET next_seq = $1, last_hash = $2, last_time_us = $3{moves_tree} \
-         WHERE id = 1 AND next_seq = $11 AND last_hash = $12 RETURNING 1), \
+        "WITH held AS (SELECT pg_advisory_xact_lock_shared({APPENDS_LOCK}), \
+         pg_advisory_xact_lock({GROUP_LOCKS}, ($11 % 2147483647)::int4)), \
          inserted AS (INSERT INTO ledger_records \
          (seq, stream, stream_seq, event_type, time_us, canonical, hash) \
          SELECT * FROM unnest($4::int8[], $5::text[], $6::int8[], $7::text[], $8::int8[], $9::bytea[], $10::bytea[]) \
-         WHERE EXISTS (SELECT 1 FROM moved) RETURNING 1), \
+         WHERE EXISTS (SELECT 1 FROM held) RETURNING 1), \
          tiles AS (INSERT INTO merkle_hashes (level, idx, hash) \
          SELECT * FROM unnest($15::int2[], $16::int8[], $17::bytea[]) \
-         WHERE EXISTS (SELECT 1 FROM moved) RETURNING 1) \
-         SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM inserted), (SELECT count(*) FROM tiles)"
+         WHERE EXISTS (SELECT 1 FROM held) RETURNING 1), \
+         written AS (SELECT (SELECT count(*) FROM inserted) AS records, (SELECT count(*) FROM tiles) AS tiles), \
+         ahead AS (SELECT pg_advisory_xact_lock_shared({GROUP_LOCKS}, ($18 % 2147483647)::int4) \
+         FROM written WHERE $18 >= 0), \
+         moved AS (UPDATE ledger_head SET {set} WHERE id = 1 \
+         AND (SELECT records + tiles FROM written) + (SELECT count(*) FROM ahead) >= 0 RETURNING 1) \
+         SELECT (SELECT count(*) FROM moved), records, tiles FROM written"
     ))
     .bind(to_i64(head.next_seq))
     .bind(&head.last_hash.0[..])
@@ -249,13 +330,21 @@ async fn pg_guarded_append(
     .bind(tiles.iter().map(|t| t.level as i16).collect::<Vec<_>>())
     .bind(tiles.iter().map(|t| to_i64(t.index)).collect::<Vec<_>>())
     .bind(tiles.iter().map(|t| &t.hash.0[..]).collect::<Vec<_>>())
+    .bind(ahead.map_or(-1, to_i64))
     .fetch_one(&mut **conn)
-    .await?;
+    .await;
+    let row = match row {
+        Err(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("40001" | "40P01" | "23505")) =>
+        {
+            return Ok(false)
+        }
+        row => row?,
+    };
     let moved: i64 = row.try_get(0)?;
     let inserted: i64 = row.try_get(1)?;
     let tiled: i64 = row.try_get(2)?;
     match (moved, usize::try_from(inserted), usize::try_from(tiled)) {
-        (0, _, _) => Ok(false),
         (1, Ok(n), Ok(t)) if n == records.len() && t == tiles.len() => Ok(true),
         _ => Err(sqlx::Error::Protocol(format!(
             "guarded append moved {moved} head rows and inserted {inserted} of {} records \
@@ -273,6 +362,13 @@ const SQLITE_ROWS_PER_INSERT: usize = 100;
 impl ChainStore for SqlitePool {
     type Conn = PoolConnection<Sqlite>;
 
+    /// SQLite has one writer at a time, and a second would wait for it by polling.
+    const PIPELINE: usize = 1;
+
+    fn max_connections(&self) -> usize {
+        self.options().get_max_connections() as usize
+    }
+
     async fn connect(&self) -> Result<Self::Conn, sqlx::Error> {
         self.acquire().await
     }
@@ -287,9 +383,9 @@ impl ChainStore for SqlitePool {
 
     async fn stream_heads(
         conn: &mut Self::Conn,
-        streams: &[StreamId],
+        streams: &[&StreamId],
     ) -> Result<HashMap<StreamId, u64>, sqlx::Error> {
-        let names: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
+        let names: Vec<&str> = streams.iter().map(|s| s.as_str()).collect();
         let json =
             serde_json::to_string(&names).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
@@ -324,6 +420,7 @@ impl ChainStore for SqlitePool {
         records: &[Record],
         head: &Head,
         tree: Option<&TreeUpdate>,
+        _ahead: Option<u64>,
     ) -> Result<bool, StoreError> {
         conn.execute("BEGIN IMMEDIATE")
             .await

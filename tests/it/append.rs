@@ -56,6 +56,68 @@ async fn writer_reconnects_after_its_idle_connection_is_killed() {
     assert_eq!(verified(&reader).await, 4);
 }
 
+/// On PostgreSQL the writer keeps two groups in flight, the second sealed on the head the
+/// first will leave. Here the first fails at the server after the second was sent: the
+/// second writes nothing on a head that never came to be, and is redone under the lock,
+/// taking the `seq` the failed group would have had. No gap, no trace of the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_behind_a_failed_group_is_redone() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let (ledger, reader) = db.ledger().await;
+    // The writer now knows the head: its next groups take the fast path.
+    fill(&ledger, 2).await;
+    db.exec(
+        "CREATE FUNCTION test_doom() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(0.5); RAISE EXCEPTION 'doomed by the test'; END $$; \
+         CREATE TRIGGER test_doom BEFORE INSERT ON ledger_records FOR EACH ROW \
+         WHEN (NEW.stream = 'session:doomed') EXECUTE FUNCTION test_doom(); \
+         CREATE SEQUENCE test_tries; \
+         CREATE FUNCTION test_try() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM nextval('test_tries'); RETURN NEW; END $$; \
+         CREATE TRIGGER test_try BEFORE INSERT ON ledger_records FOR EACH ROW \
+         WHEN (NEW.stream = 'session:behind') EXECUTE FUNCTION test_try();",
+    )
+    .await;
+    let doomed = tokio::spawn({
+        let ledger = ledger.clone();
+        async move { ledger.append(vec![event("session:doomed", 1)]).await }
+    });
+    // The doomed group is in flight (asleep in its insert) when this one is sent.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let behind = ledger
+        .append(vec![event("session:behind", 1)])
+        .await
+        .unwrap();
+    let err = doomed.await.unwrap().unwrap_err();
+    assert!(matches!(err, AppendError::Unavailable(_)), "{err:?}");
+    assert_eq!(behind[0].seq, 2, "redone on the head the failed group left");
+    assert_eq!(
+        ledger.stats().groups,
+        2 + 1,
+        "the fill, then the group redone"
+    );
+    let row = reader.get(2).await.unwrap().unwrap();
+    assert_eq!(
+        (row.stream.as_str(), row.hash32()),
+        ("session:behind", Some(behind[0].hash))
+    );
+    // Inserted twice (a sequence does not roll back): once behind the doomed group,
+    // rolled back with it, then under the lock.
+    let vidne::db::Db::Postgres(p) = reader.db() else {
+        unreachable!()
+    };
+    let tries: i64 = sqlx::query_scalar("SELECT last_value FROM test_tries")
+        .fetch_one(p)
+        .await
+        .unwrap();
+    assert_eq!(
+        tries, 2,
+        "sent while the doomed group was in flight, then redone"
+    );
+    assert_eq!(verified(&reader).await, 3);
+    crate::log::assert_tree_matches(&reader).await;
+}
+
 async fn append_and_read_back(backend: Backend) {
     let db = TestDb::new(backend).await;
     let (ledger, reader) = db.ledger().await;

@@ -25,7 +25,7 @@ fn figure_after(line: &str, label: &str) -> f64 {
         .split_whitespace()
         .next()
         .unwrap_or_default()
-        .trim_end_matches(',');
+        .trim_end_matches([',', ')']);
     word.parse()
         .unwrap_or_else(|_| panic!("no figure after {label} in {line:?}"))
 }
@@ -72,7 +72,49 @@ fn bench_tokens_reports_each_case_next_to_the_baseline() {
     the_line(&out, "projection end to end, SQLite");
 }
 
-both_backends!(bench_fetch_reports_tokens_and_healthz_under_the_same_load);
+both_backends!(
+    bench_fetch_reports_tokens_and_healthz_under_the_same_load,
+    bench_append_reports_the_ledger_next_to_the_baseline,
+);
+
+async fn bench_append_reports_the_ledger_next_to_the_baseline(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let url = db.url_string();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        vidne(&[
+            "bench",
+            "append",
+            "--database",
+            &url,
+            "--records",
+            "900",
+            "--appenders",
+            "16",
+            "--rounds",
+            "3",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let head = the_line(&out, "vidne bench append");
+    assert!(head.contains("900 records, 16 appenders"), "{head}");
+    assert!(head.contains("3 rounds"), "{head}");
+    let ledger = the_line(&out, "ledger append (chained, group commit):");
+    assert!(figure_before(ledger, "records/s") > 0.0, "{ledger}");
+    assert!(ledger.contains("(900 in"), "{ledger}");
+    let baseline = the_line(&out, "baseline (plain INSERT, unchained):");
+    assert!(figure_before(baseline, "records/s") > 0.0, "{baseline}");
+    assert!(baseline.contains("16 rows per transaction"), "{baseline}");
+    let ratio = the_line(&out, "ratio ledger / baseline:");
+    for label in ["baseline:", "lowest", "median", "highest"] {
+        assert!(figure_after(ratio, label) > 0.0, "{ratio}");
+    }
+    let verify = the_line(&out, "vidne verify (whole ledger):");
+    assert!(figure_before(verify, "records/s") > 0.0, "{verify}");
+    assert!(verify.contains("(900 in"), "{verify}");
+    assert!(figure_before(the_line(&out, "SHA-256 alone"), "records/s") > 0.0);
+}
 
 async fn bench_fetch_reports_tokens_and_healthz_under_the_same_load(backend: Backend) {
     let db = TestDb::new(backend).await;

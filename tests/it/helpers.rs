@@ -106,7 +106,9 @@ impl TestDb {
         options: LedgerOptions,
     ) -> (Ledger, Reader) {
         let reader = Reader::new(self.pool(4).await);
-        let writer = Db::connect(&self.url, application_name, 1).await.unwrap();
+        let writer = Db::connect(&self.url, application_name, Ledger::CONNECTIONS)
+            .await
+            .unwrap();
         (Ledger::start(writer, options), reader)
     }
 
