@@ -242,8 +242,10 @@ pub struct SessionTrail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_key: Option<String>,
     /// transaction id → (client id, IdP), for the transactions not yet completed or
-    /// failed (a session records nothing more of a transaction after either).
-    #[serde(default)]
+    /// failed (a session records nothing more of a transaction after either). Not part
+    /// of the stored trail: the audit index keeps them a row each, and gives a record's
+    /// trail the transactions it may need (see `projection::audit`).
+    #[serde(skip)]
     pub transactions: BTreeMap<String, (String, Option<String>)>,
     /// The clients of the session's ended transactions: its logout is theirs too.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]

@@ -1,16 +1,18 @@
 //! The audit index: for every record, the SP clients, transaction, IdP and person it
 //! concerns (see [`crate::domain::audit::attribute`]), in `audit_index` and
 //! `audit_clients`, so that auditors' filtered queries read indexes rather than the
-//! whole ledger. Sessions' trails between batches are kept in `audit_sessions`.
+//! whole ledger. Sessions' trails between batches are kept in `audit_sessions`, and
+//! their open transactions a row each in `audit_session_transactions`.
 //!
-//! A batch reads its sessions' trails in one query and writes them back a statement per
-//! 500, so its round trips do not grow with the sessions it touches.
+//! A batch reads its sessions' trails, and the open transactions its records name (all
+//! of a session's only for a logout), a query per 500, and writes back what changed the
+//! same way: its work follows its own records, not the sessions' sizes.
 //!
 //! Batches are applied as the token projection's are: the position row is written first
 //! (the database locks it, or the whole database on SQLite, until commit) and re-read
 //! under that lock, so several processes apply each record once, in order.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,19 +130,29 @@ impl AuditIndex {
         // Read before the transaction: on SQLite it holds the write lock and must not
         // wait for a read connection.
         let rows = self.reader.range(from, head - 1, BATCH).await?;
+        let mut records = Vec::with_capacity(rows.len());
+        let mut next = from;
+        for row in &rows {
+            let seq = row.seq.max(0) as u64;
+            anyhow::ensure!(seq == next, "ledger gap: expected seq {next}, read {seq}");
+            next = seq + 1;
+            let record: Value = serde_json::from_slice(&row.canonical)?;
+            let data = match record {
+                Value::Object(mut m) => m.remove("data").unwrap_or(Value::Null),
+                _ => Value::Null,
+            };
+            records.push((row, data));
+        }
+        let needs = Needs::of(&records);
         crate::on_pool!(&self.db, p => {
             let mut tx = p.begin().await?;
             if !claim_position!(tx, NAME, from) {
                 return Ok(()); // another process indexed these meanwhile
             }
-            // The trails of the batch's sessions, read in one query.
-            let ids: BTreeSet<&str> = rows
-                .iter()
-                .filter_map(|r| r.stream.strip_prefix("session:"))
-                .collect();
-            let mut trails: HashMap<String, (SessionTrail, bool)> = HashMap::new();
-            let ids: Vec<&str> = ids.into_iter().collect();
-            for chunk in ids.chunks(INSERT_ROWS) {
+            // The batch's sessions' trails, and of their open transactions those it may
+            // need: a statement per 500.
+            let mut trails: HashMap<&str, (SessionTrail, bool)> = HashMap::new();
+            for chunk in needs.sessions.chunks(INSERT_ROWS) {
                 let mut select = sqlx::QueryBuilder::new(
                     "SELECT session_id, state FROM audit_sessions WHERE session_id IN (",
                 );
@@ -152,21 +164,50 @@ impl AuditIndex {
                 let stored: Vec<(String, String)> =
                     select.build_query_as().fetch_all(&mut *tx).await?;
                 for (id, json) in stored {
-                    trails.insert(id, (serde_json::from_str(&json)?, false));
+                    if let Some(id) = needs.session(&id) {
+                        trails.insert(id, (serde_json::from_str(&json)?, false));
+                    }
                 }
             }
-            let mut indexed = Vec::with_capacity(rows.len());
-            let mut next = from;
-            for row in &rows {
-                let seq = row.seq.max(0) as u64;
-                anyhow::ensure!(seq == next, "ledger gap: expected seq {next}, read {seq}");
-                next = seq + 1;
-                let record: Value = serde_json::from_slice(&row.canonical)?;
-                let data = record.get("data").unwrap_or(&Value::Null);
-                let session = row.stream.strip_prefix("session:");
-                let attribution = match session {
+            let mut open: Vec<(String, String, String, Option<String>)> = Vec::new();
+            for chunk in needs.whole.chunks(INSERT_ROWS) {
+                let mut select = sqlx::QueryBuilder::new(
+                    "SELECT session_id, transaction_id, client_id, idp \
+                     FROM audit_session_transactions WHERE session_id IN (",
+                );
+                let mut list = select.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                select.push(")");
+                open.extend(select.build_query_as().fetch_all(&mut *tx).await?);
+            }
+            for chunk in needs.transactions.chunks(INSERT_ROWS) {
+                let mut select = sqlx::QueryBuilder::new(
+                    "SELECT session_id, transaction_id, client_id, idp \
+                     FROM audit_session_transactions WHERE (session_id, transaction_id) IN ",
+                );
+                select.push_tuples(chunk, |mut b, (session, transaction)| {
+                    b.push_bind(*session).push_bind(*transaction);
+                });
+                open.extend(select.build_query_as().fetch_all(&mut *tx).await?);
+            }
+            for (session, transaction, client, idp) in open {
+                if let Some(id) = needs.session(&session) {
+                    let (trail, _) = trails.entry(id).or_default();
+                    trail.transactions.insert(transaction, (client, idp));
+                }
+            }
+            let loaded: HashMap<&str, BTreeMap<String, (String, Option<String>)>> = trails
+                .iter()
+                .map(|(id, (trail, _))| (*id, trail.transactions.clone()))
+                .collect();
+
+            let mut indexed = Vec::with_capacity(records.len());
+            for (row, data) in &records {
+                let attribution = match row.stream.strip_prefix("session:") {
                     Some(id) => {
-                        let (trail, ended) = trails.entry(id.to_owned()).or_default();
+                        let (trail, ended) = trails.entry(id).or_default();
                         *ended |= row.event_type == "session.logged_out";
                         attribute(&row.event_type, data, Some(trail))
                     }
@@ -208,22 +249,69 @@ impl AuditIndex {
                     insert.build().execute(&mut *tx).await?;
                 }
             }
-            // Ended sessions' trails go; the others are stored, a statement per 500.
-            let (ended, open): (Vec<_>, Vec<_>) = trails.iter().partition(|(_, (_, e))| *e);
-            for chunk in ended.chunks(INSERT_ROWS) {
-                let mut delete =
-                    sqlx::QueryBuilder::new("DELETE FROM audit_sessions WHERE session_id IN (");
-                let mut list = delete.separated(", ");
-                for (id, _) in chunk {
-                    list.push_bind(id.as_str());
+
+            // Ended sessions go with their transactions. The others' trails are stored,
+            // and of their transactions those that ended are removed and those that
+            // began or changed are stored: a statement per 500 each.
+            let (ended, kept): (Vec<_>, Vec<_>) = trails.iter().partition(|(_, (_, e))| *e);
+            let ended: Vec<&str> = ended.into_iter().map(|(id, _)| *id).collect();
+            for table in ["audit_sessions", "audit_session_transactions"] {
+                for chunk in ended.chunks(INSERT_ROWS) {
+                    let mut delete = sqlx::QueryBuilder::new(format!(
+                        "DELETE FROM {table} WHERE session_id IN ("
+                    ));
+                    let mut list = delete.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    delete.push(")");
+                    delete.build().execute(&mut *tx).await?;
                 }
-                delete.push(")");
+            }
+            let mut gone: Vec<(&str, &str)> = Vec::new();
+            let mut changed: Vec<(&str, &str, &str, Option<&str>)> = Vec::new();
+            for (id, (trail, _)) in &kept {
+                let before = loaded.get(*id);
+                for transaction in before.into_iter().flat_map(|b| b.keys()) {
+                    if !trail.transactions.contains_key(transaction) {
+                        gone.push((id, transaction));
+                    }
+                }
+                for (transaction, now) in &trail.transactions {
+                    if before.and_then(|b| b.get(transaction)) != Some(now) {
+                        changed.push((id, transaction, &now.0, now.1.as_deref()));
+                    }
+                }
+            }
+            for chunk in gone.chunks(INSERT_ROWS) {
+                let mut delete = sqlx::QueryBuilder::new(
+                    "DELETE FROM audit_session_transactions WHERE (session_id, transaction_id) IN ",
+                );
+                delete.push_tuples(chunk, |mut b, (session, transaction)| {
+                    b.push_bind(*session).push_bind(*transaction);
+                });
                 delete.build().execute(&mut *tx).await?;
             }
-            for chunk in open.chunks(INSERT_ROWS) {
+            for chunk in changed.chunks(INSERT_ROWS) {
+                let mut upsert = sqlx::QueryBuilder::new(
+                    "INSERT INTO audit_session_transactions (session_id, transaction_id, client_id, idp) ",
+                );
+                upsert.push_values(chunk, |mut b, (session, transaction, client, idp)| {
+                    b.push_bind(*session)
+                        .push_bind(*transaction)
+                        .push_bind(*client)
+                        .push_bind(*idp);
+                });
+                upsert.push(
+                    " ON CONFLICT (session_id, transaction_id) DO UPDATE \
+                     SET client_id = excluded.client_id, idp = excluded.idp",
+                );
+                upsert.build().execute(&mut *tx).await?;
+            }
+            for chunk in kept.chunks(INSERT_ROWS) {
                 let states = chunk
                     .iter()
-                    .map(|(id, (trail, _))| Ok((id.as_str(), serde_json::to_string(trail)?)))
+                    .map(|(id, (trail, _))| Ok((**id, serde_json::to_string(trail)?)))
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 let mut upsert =
                     sqlx::QueryBuilder::new("INSERT INTO audit_sessions (session_id, state) ");
@@ -239,5 +327,52 @@ impl AuditIndex {
             tx.commit().await?;
         });
         Ok(())
+    }
+}
+
+/// What a batch needs of its sessions' open transactions: for a session with a record
+/// that names neither a transaction nor a client (a logout: it concerns every SP the
+/// session served), all of them; otherwise only those its records name.
+struct Needs<'a> {
+    sessions: Vec<&'a str>,
+    whole: Vec<&'a str>,
+    transactions: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Needs<'a> {
+    fn of(records: &'a [(&'a crate::ledger::StoredRow, Value)]) -> Needs<'a> {
+        let mut sessions = BTreeSet::new();
+        let mut whole = BTreeSet::new();
+        let mut transactions = BTreeSet::new();
+        for (row, data) in records {
+            let Some(id) = row.stream.strip_prefix("session:") else {
+                continue;
+            };
+            sessions.insert(id);
+            match data.get("transaction_id").and_then(Value::as_str) {
+                Some(transaction) => {
+                    transactions.insert((id, transaction));
+                }
+                None if data.get("client_id").is_none() => {
+                    whole.insert(id);
+                }
+                None => {}
+            }
+        }
+        transactions.retain(|(id, _)| !whole.contains(id));
+        // Sorted, as they came out of the set: `session` searches them.
+        Needs {
+            sessions: sessions.into_iter().collect(),
+            whole: whole.into_iter().collect(),
+            transactions: transactions.into_iter().collect(),
+        }
+    }
+
+    /// The batch's own borrow of a session id read back from the database.
+    fn session(&self, id: &str) -> Option<&'a str> {
+        self.sessions
+            .binary_search(&id)
+            .ok()
+            .map(|i| self.sessions[i])
     }
 }

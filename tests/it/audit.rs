@@ -632,3 +632,148 @@ fn terminate(pid: u32) {
         .unwrap();
     assert!(status.success());
 }
+
+both_backends!(session_trails_keep_open_transactions_a_row_each);
+
+/// The audit index keeps a session's open transactions a row each across batches: a later
+/// record that names only its transaction is its client's; an ended transaction's row
+/// goes (its client stays the session's, for the logout); a logout concerns every client
+/// the session served and removes the session. Migration 0012 moves the transactions of
+/// trails stored before it into those rows.
+async fn session_trails_keep_open_transactions_a_row_each(backend: Backend) {
+    use vidne::ledger::NewEvent;
+    use vidne::projection::audit::AuditIndex;
+    use vidne::record::{Actor, Event, EventType, Payload, SchemaVersion, StreamId};
+
+    let db = TestDb::new(backend).await;
+    let (ledger, reader) = db.ledger().await;
+    let index = AuditIndex::new(db.pool(1).await, reader.clone());
+    let mut stream_seq = 0;
+    let mut append = |event_type: &str, data: Value| {
+        stream_seq += 1;
+        let event = NewEvent {
+            stream_seq,
+            event: Event {
+                stream: StreamId::parse("session:long").unwrap(),
+                event_type: EventType::parse(event_type).unwrap(),
+                version: SchemaVersion::parse(1).unwrap(),
+                actor: Actor::parse("broker:neb-test-1").unwrap(),
+                data: Payload::parse(&data).unwrap(),
+            },
+        };
+        let ledger = ledger.clone();
+        async move { ledger.append(vec![event]).await.unwrap()[0].seq }
+    };
+    let started = |t: usize, client: &str| serde_json::json!({"transaction_id": format!("t{t}"), "client_id": client, "idp": "mitid"});
+    append("session.transaction_started", started(0, "sp-a")).await;
+    index.catch_up().await.unwrap();
+    // Many more open transactions, over several batches.
+    for t in 1..=40 {
+        append("session.transaction_started", started(t, "sp-b")).await;
+        if t % 10 == 0 {
+            index.catch_up().await.unwrap();
+        }
+    }
+    let signed = append(
+        "session.transaction_signed",
+        serde_json::json!({"transaction_id": "t0", "text_type": "text"}),
+    )
+    .await;
+    append(
+        "session.transaction_completed",
+        serde_json::json!({"transaction_id": "t0", "client_id": "sp-a"}),
+    )
+    .await;
+    index.catch_up().await.unwrap();
+
+    let clients_of = |seq: u64| {
+        let db = reader.db().clone();
+        async move {
+            let sql = "SELECT client_id FROM audit_clients WHERE seq = $1 ORDER BY client_id";
+            let seq = seq as i64;
+            let rows: Vec<String> = vidne::on_pool!(&db, p => sqlx::query_scalar(sql)
+                .bind(seq)
+                .fetch_all(p)
+                .await
+                .unwrap());
+            rows
+        }
+    };
+    let open = || {
+        let db = reader.db().clone();
+        async move {
+            let sql = "SELECT transaction_id FROM audit_session_transactions \
+                       WHERE session_id = 'long' ORDER BY transaction_id";
+            let rows: Vec<String> =
+                vidne::on_pool!(&db, p => sqlx::query_scalar(sql).fetch_all(p).await.unwrap());
+            rows
+        }
+    };
+    let state = || {
+        let db = reader.db().clone();
+        async move {
+            let sql = "SELECT state FROM audit_sessions WHERE session_id = 'long'";
+            let rows: Vec<String> =
+                vidne::on_pool!(&db, p => sqlx::query_scalar(sql).fetch_all(p).await.unwrap());
+            rows
+        }
+    };
+    assert_eq!(
+        clients_of(signed).await,
+        ["sp-a"],
+        "from t0's row, stored 4 batches before"
+    );
+    let still_open = open().await;
+    assert_eq!(still_open.len(), 40);
+    assert!(!still_open.contains(&"t0".to_owned()), "t0 ended");
+    let trail: Value = serde_json::from_str(&state().await[0]).unwrap();
+    assert_eq!(
+        trail,
+        serde_json::json!({"served": ["sp-a"]}),
+        "no transactions in the trail"
+    );
+
+    let logout = append("session.logged_out", serde_json::json!({})).await;
+    index.catch_up().await.unwrap();
+    assert_eq!(clients_of(logout).await, ["sp-a", "sp-b"]);
+    assert!(
+        open().await.is_empty() && state().await.is_empty(),
+        "the session is gone"
+    );
+
+    // A trail stored before migration 0012, its transactions inside it.
+    db.exec(
+        "INSERT INTO audit_sessions (session_id, state) VALUES ('old', \
+         '{\"subject_key\":\"k1\",\"transactions\":{\"t7\":[\"sp-c\",\"nemid\"],\"t8\":[\"sp-d\",null]},\"served\":[\"sp-e\"]}')",
+    )
+    .await;
+    let migration = std::fs::read_to_string(format!(
+        "migrations/{}/0012_audit_session_transactions.sql",
+        match backend {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    ))
+    .unwrap();
+    db.exec(&migration[migration.find("INSERT").unwrap()..])
+        .await;
+    let sql = "SELECT transaction_id, client_id, idp FROM audit_session_transactions \
+               WHERE session_id = 'old' ORDER BY transaction_id";
+    let moved: Vec<(String, String, Option<String>)> = vidne::on_pool!(reader.db(), p =>
+        sqlx::query_as(sql).fetch_all(p).await.unwrap());
+    assert_eq!(
+        moved,
+        [
+            ("t7".into(), "sp-c".into(), Some("nemid".into())),
+            ("t8".into(), "sp-d".into(), None)
+        ]
+    );
+    let sql = "SELECT state FROM audit_sessions WHERE session_id = 'old'";
+    let kept: String = vidne::on_pool!(reader.db(), p =>
+        sqlx::query_scalar(sql).fetch_one(p).await.unwrap());
+    let kept: Value = serde_json::from_str(&kept).unwrap();
+    assert_eq!(
+        kept,
+        serde_json::json!({"subject_key": "k1", "served": ["sp-e"]})
+    );
+}

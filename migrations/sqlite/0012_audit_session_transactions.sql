@@ -1,0 +1,18 @@
+-- A session's open transactions (their client and IdP), a row each, rather than inside
+-- the session's trail in audit_sessions: a batch of the audit index reads and writes the
+-- rows of the transactions it sees, not the whole trail of every session it touches. A
+-- session that kept thousands of transactions open made each batch rewrite them all:
+-- indexing grew with the square of the ledger (1,000,000 records of `vidne bench append`
+-- took about 10 minutes and 449 MB). The trails' transactions move here.
+CREATE TABLE audit_session_transactions (
+    session_id     TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    client_id      TEXT NOT NULL,
+    idp            TEXT,
+    PRIMARY KEY (session_id, transaction_id)
+) STRICT, WITHOUT ROWID;
+INSERT OR IGNORE INTO audit_session_transactions (session_id, transaction_id, client_id, idp)
+SELECT s.session_id, t.key, json_extract(t.value, '$[0]'), json_extract(t.value, '$[1]')
+FROM audit_sessions s, json_each(s.state, '$.transactions') AS t;
+UPDATE audit_sessions SET state = json_remove(state, '$.transactions')
+WHERE json_extract(state, '$.transactions') IS NOT NULL;
