@@ -297,16 +297,16 @@ impl<S: ChainStore> Writer<S> {
 
     async fn run(mut self) {
         loop {
-            let room = self.flights.len() < self.depth && self.view.head.is_some();
-            if !self.flights.is_empty() && (!room || !self.open) {
+            let room = self.flights.len() < self.depth && self.view.head.is_some() && self.open;
+            if let Some(front) = self.flights.front_mut().filter(|_| !room) {
                 // Full, or the next group needs the lock: the oldest flight lands first.
-                let landed = self.front().await;
+                let landed = (&mut front.landing).await;
                 self.land(landed).await;
-            } else if !self.flights.is_empty() {
+            } else if let Some(front) = self.flights.front_mut() {
                 // Room for another group while the oldest commits.
                 let next = tokio::select! {
                     biased;
-                    landed = self.flights.front_mut().map(|f| &mut f.landing).expect("a flight") => Ok(landed),
+                    landed = &mut front.landing => Ok(landed),
                     msg = self.rx.recv() => Err(msg),
                 };
                 match next {
@@ -339,13 +339,6 @@ impl<S: ChainStore> Writer<S> {
                     }
                 }
             }
-        }
-    }
-
-    async fn front(&mut self) -> Landed<S::Conn> {
-        match self.flights.front_mut() {
-            Some(flight) => (&mut flight.landing).await,
-            None => unreachable!("front() is only awaited with a flight"),
         }
     }
 
